@@ -1,0 +1,5 @@
+"Every public name of mixmo_fastai, the fastai way: `from mixmo_fastai.all import *`"
+# Hand-written (not generated): add a line here when a notebook creates a new module.
+from .mixing import *
+from .callback import *
+from .data import *

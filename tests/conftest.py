@@ -1,0 +1,19 @@
+import os, sys, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+def run_cli(*args, timeout=600):
+    "Run the installed `mixmo-fastai` console script (falls back to `python -m`)"
+    exe = Path(sys.executable).with_name('mixmo-fastai')
+    cmd = [str(exe), *args] if exe.exists() else [sys.executable, '-m', 'mixmo_fastai.cli', *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+@pytest.fixture
+def cli(): return run_cli
+
+def pytest_pycollect_makeitem(collector, name, obj):
+    "`from fastai... import *` brings fastcore's `test_eq`/`test_fail` helpers into test modules: they are not tests"
+    if callable(obj) and (getattr(obj, '__module__', '') or '').startswith(('fastcore', 'fastai')): return []

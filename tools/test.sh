@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every test of the project: notebooks and generated modules in sync, the notebooks' own tests, then pytest.
+# Run from the repository root with the project's environment on PATH (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MPLBACKEND=Agg
+before=$(git status --porcelain --untracked-files=no | sort)
+nbdev-export
+python tools/make_readme.py
+after=$(git status --porcelain --untracked-files=no | sort)
+if [ "$before" != "$after" ]; then
+  echo "nbdev-export / make_readme changed tracked files: notebooks and generated files are out of sync:"
+  git status --short --untracked-files=no
+  exit 1
+fi
+echo "== nbdev-test"
+nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing
+echo "== pytest"
+python -m pytest -q -rs tests
