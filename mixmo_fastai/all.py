@@ -3,3 +3,4 @@
 from .mixing import *
 from .callback import *
 from .data import *
+from .metrics import *
