@@ -4,3 +4,5 @@ from .mixing import *
 from .callback import *
 from .data import *
 from .metrics import *
+from .mixmo import *
+from .mixmo_data import *
