@@ -5,4 +5,6 @@ from .callback import *
 from .data import *
 from .metrics import *
 from .mixmo import *
+from .bench import *
 from .mixmo_data import *
+from .subspace import *
