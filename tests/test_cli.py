@@ -1,13 +1,31 @@
 "The console script, end to end, as a user runs it."
+import csv
+import pytest
+import numpy as np
+from PIL import Image
+
+def _acc(line, name):
+    assert line.startswith(f'{name}: accuracy'), line
+    return float(line.split('accuracy')[1].split()[0])
 
 def test_train_prints_metrics(cli, tmp_path):
     out = tmp_path/'learner.pkl'
-    r = cli('train', '--epochs', '1', '--out', str(out))
+    r = cli('train', '--method', 'mixup', '--epochs', '1', '--out', str(out))
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith('mixup: accuracy'), last
-    acc = float(last.split('accuracy')[1].split()[0])
-    assert 0.3 < acc <= 1.0
+    assert 0.3 < _acc(last, 'mixup') <= 1.0
+    assert 'NLL' in last and 'ECE' in last and 'Brier' in last
+    assert out.exists()
+
+def test_train_default_is_cutmixmo_with_members(cli, tmp_path):
+    "The README's main job: the flagship method, its ensemble and its two members"
+    out = tmp_path/'cutmixmo.pkl'
+    r = cli('train', '--epochs', '2', '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert 0.3 < _acc(last, 'cutmixmo') <= 1.0
+    members = last.split("members' accuracy")[1].split('disagreement')[0].split('/')
+    assert len(members) == 2, last
     assert out.exists()
 
 def test_unknown_method_is_one_line_error(cli):
@@ -19,3 +37,59 @@ def test_unknown_method_is_one_line_error(cli):
 def test_bad_epochs_is_one_line_error(cli):
     r = cli('train', '--epochs', '0')
     assert r.returncode != 0 and 'Traceback' not in r.stderr and '--epochs' in r.stderr
+
+def _one_line_error(capsys, argv, *words):
+    "In-process (each subprocess costs seconds of imports): exit status 2 and one line on stderr"
+    from mixmo_fastai.cli import main
+    with pytest.raises(SystemExit) as e: main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('mixmo-fastai: error:'), err
+    for w in words: assert w in lines[0], lines[0]
+
+def test_argument_errors_are_one_line(capsys, tmp_path):
+    _one_line_error(capsys, ['train', '--epochs', 'many'], '--epochs')
+    _one_line_error(capsys, ['frobnicate'], 'frobnicate')
+    _one_line_error(capsys, ['train', '--data', str(tmp_path/'nowhere')], 'does not exist')
+    (tmp_path/'train').mkdir()
+    _one_line_error(capsys, ['train', '--data', str(tmp_path)], 'valid/')
+    _one_line_error(capsys, ['train', '--arch', 'no_such_net'], 'unknown architecture')
+    _one_line_error(capsys, ['bench', '--methods', 'vanilla,nope'], "unknown method 'nope'")
+    _one_line_error(capsys, ['bench', '--seeds', '0'], '--seeds')
+    _one_line_error(capsys, ['show', '--method', 'vanilla'], 'nothing to show')
+
+def test_train_on_a_folder_of_images(cli, tmp_path):
+    "Your own data: train/ and valid/ folders of class folders, read by ImageDataLoaders.from_folder"
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    for split, idx in (('train', range(0, 120)), ('valid', range(120, 160))):
+        for i in idx:
+            if d.target[i] > 1: continue
+            folder = tmp_path/split/str(d.target[i]); folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((d.images[i]*16).astype(np.uint8)).convert('RGB').save(folder/f'{i}.png')
+    r = cli('train', '--method', 'cutmixmo', '--data', str(tmp_path), '--size', '16', '--epochs', '2',
+            '--bs', '8', '--out', str(tmp_path/'l.pkl'))
+    assert r.returncode == 0, r.stderr
+    assert 0 <= _acc(r.stdout.strip().splitlines()[-1], 'cutmixmo') <= 1
+
+def test_bench_tiny(cli, tmp_path):
+    out = tmp_path/'bench'
+    r = cli('bench', '--methods', 'vanilla,cutmixmo,ensemble2', '--seeds', '1', '--epochs', '1', '--width', '16',
+            '--rounds', '2', '--steps', '2', '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    for f in ('results.md', 'results.csv', 'runs.csv', 'accuracy_nll.png', 'reliability.png'): assert (out/f).exists(), f
+    rows = list(csv.DictReader(open(out/'results.csv')))
+    assert [row['method'] for row in rows] == ['vanilla', 'cutmixmo', 'ensemble2']
+    by = {row['method']: row for row in rows}
+    assert float(by['vanilla']['train_ratio']) == 1.0 and float(by['vanilla']['infer_ratio']) == 1.0
+    assert len(by['cutmixmo']['member_accuracy'].split('/')) == 2
+    assert float(by['ensemble2']['disagreement']) >= 0
+    assert '| cutmixmo |' in r.stdout
+
+def test_show_saves_a_png(cli, tmp_path):
+    out = tmp_path/'show.png'
+    r = cli('show', '--method', 'cutmixmo', '--n', '4', '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and out.stat().st_size > 1000
