@@ -3,6 +3,7 @@
 from .mixing import *
 from .callback import *
 from .data import *
+from .manifold import *
 from .metrics import *
 from .mixmo import *
 from .bench import *
