@@ -103,3 +103,9 @@ def test_refuses_what_it_cannot_convert(dls):
     with pytest.raises(ValueError, match='no Conv1d/2d/3d, Linear or BatchNorm'): to_subspace(nn.Sequential(nn.ReLU()))
     sub = to_subspace(digits_net(8))
     with pytest.raises(ValueError, match='convert it once'): to_subspace(sub)
+
+def test_refuses_to_convert_a_wrapped_model(dls):
+    "Added after the model was wrapped (as by distrib_ctx), the callback refuses instead of training endpoints DDP does not know"
+    learn = Learner(dls, nn.DataParallel(digits_net(8)), loss_func=CrossEntropyLossFlat())
+    learn.add_cb(LinesSubspace())
+    with pytest.raises(RuntimeError, match='pass it to the Learner'): _fit(learn, 1, 1e-2)
