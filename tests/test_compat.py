@@ -40,6 +40,7 @@ def cases(values, known:dict, ids=None):
 
 CBS = _callback_classes()
 NAMES = list(CBS)
+SITE_MIXERS = ('ManifoldMixup', 'DynamicManifoldMixup', 'PatchUp')  # they hook one hidden module per batch
 ENSEMBLES = [n for n in NAMES if 'MixMo' in n or n == 'MIMO' or 'Subspace' in n]
 
 def test_every_callback_is_in_the_matrix():
@@ -287,16 +288,23 @@ class Fail(Callback):
     def after_pred(self): self._maybe('after_pred')
     def after_batch(self): self._maybe('after_batch')
     def _hook(self, m, i, o):
-        if m.training and self.n == 2:
+        if m.training and self._due():
             self.handle.remove()
             raise self.exc
     def _maybe(self, event):
-        "Raise at the second training batch, or the first one after it that a mixing callback mixed (PatchUp mixes 70% of them)"
-        mixers = [c for c in self.learn.cbs if hasattr(c, 'mixed')]
-        if (self.training and self.at == event and self.n >= 2 and not self.done
-            and (event == 'before_batch' or not mixers or any(c.mixed for c in mixers))):
-            self.done = True
-            raise self.exc
+        if self.training and self.at == event and self._due(): raise self.exc
+
+    def _due(self)->bool:
+        "Once, in the worst batch: where a site mixer hooked a hidden module, or a mixer mixed, else the second batch"
+        if self.done: return False
+        if self.at in ('before_batch', 'forward') and any(type(c).__name__ in SITE_MIXERS for c in self.learn.cbs):
+            due = any(m._forward_hooks for m in self.learn.model.modules() if m is not self.learn.model)
+        elif self.at == 'after_pred' and any(hasattr(c, 'mixed') for c in self.learn.cbs):
+            due = self.n >= 2 and any(getattr(c, 'mixed', False) for c in self.learn.cbs)
+        else: due = self.n == 2
+        self.done = due
+        return due
+
 
 RAISES = [(RuntimeError('failure mid-epoch'), 'before_batch'), (RuntimeError('failure mid-epoch'), 'forward'),
           (KeyboardInterrupt(), 'after_pred'), (KeyboardInterrupt(), 'after_batch')]
@@ -306,11 +314,17 @@ _LOSS_WINDOW = ("callback.py MixingCallback/MixMo: the mixing loss sits in learn
 _EXC_CASES = [(n, e, a) for n in NAMES for e, a in RAISES]
 _EXC_IDS = [f'{n}-{type(e).__name__}-{a}' for n, e, a in _EXC_CASES]
 
-@pytest.mark.parametrize('name,exc,at', cases(_EXC_CASES, {i: _LOSS_WINDOW for i in _EXC_IDS
-                         if i.endswith('KeyboardInterrupt-after_pred') and 'Subspace' not in i}, _EXC_IDS))
+_HOOK_LEFT = ("manifold.py _SiteMixing: the forward hook put on the drawn hidden module in before_batch is removed in "
+    "after_pred; fastai runs no event after an exception raised in between (later in before_batch, or in the forward "
+    "pass), so the hook stays on the model until the next before_batch/before_fit (the rest of this test passes)")
+_EXC_KNOWN = {**{i: _LOSS_WINDOW for i in _EXC_IDS if i.endswith('KeyboardInterrupt-after_pred') and 'Subspace' not in i},
+              **{i: _HOOK_LEFT for i in _EXC_IDS if i.split('-')[0] in SITE_MIXERS and 'RuntimeError' in i}}
+
+@pytest.mark.parametrize('name,exc,at', cases(_EXC_CASES, _EXC_KNOWN, _EXC_IDS))
 def test_exception_mid_epoch(name, exc, at, dls):
-    # PatchUp mixes 70% of the batches by default: mix them all, so that the exception falls in a mixed batch
-    learn = _learner(name, dls, cb=PatchUp(prob=1.) if name == 'PatchUp' else None)
+    # mix every batch, so that the exception falls in a mixed one (PatchUp mixes 70% of them, the Dynamic alpha starts at 0)
+    cb = {'PatchUp': lambda: PatchUp(prob=1.), 'DynamicManifoldMixup': lambda: DynamicManifoldMixup(alpha_min=0.4)}.get(name)
+    learn = _learner(name, dls, cb=cb() if cb else None)
     cb = learn.cbs.filter(lambda c: isinstance(c, CBS[name]))[0]
     orig = learn.loss_func
     with pytest.raises(type(exc)): _fit(learn, cbs=Fail(exc, at))

@@ -5,6 +5,7 @@ model and then every callback below, and saves its weights. The test then checks
 import os, socket, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch
+pytest.importorskip('accelerate')  # fastai's distrib_ctx needs it (dev extras)
 from fastai.vision.all import *
 from mixmo_fastai.all import *
 
