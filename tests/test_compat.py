@@ -363,8 +363,6 @@ class _MemberLogits(Callback):
     def after_pred(self):
         if not self.training: self.seen.append(getattr(self.learn, 'member_logits', None))
 
-@xfail("subspace.py SubspaceCallback.after_pred sets learn.member_logits = None when it evaluates one point, "
-       "erasing the (B, 2, 10) member logits that CutMixMo.after_pred set just before")
 def test_mixmo_with_subspace_keeps_member_logits(dls):
     "MixMo inside a subspace: the metrics still get MixMo's members (the subspace evaluates one point)"
     set_seed(0)
@@ -386,12 +384,7 @@ class _Batches(Callback):
     def before_fit(self): self.n = 0
     def before_batch(self): self.n += 1
 
-REFUSED_KNOWN = {
-    'LinesSubspace+CutMixMo': "no refusal: MixMo converts the conv inside the SubspaceLayer that LinesSubspace made; the first "
-                              "forward fails: AttributeError: 'MixMoEncoder' object has no attribute 'weight' (the "
-                              "other order, CutMixMo then LinesSubspace, works)",
-    'LinesSubspace+CurvesSubspace': "no refusal: CurvesSubspace sees converted layers and silently trains LinesSubspace's line",
-}
+REFUSED_KNOWN = {}
 
 @pytest.mark.parametrize('first,second', cases(REFUSED, REFUSED_KNOWN))
 def test_combination_refused_before_training(first, second, dls):

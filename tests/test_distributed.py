@@ -110,8 +110,7 @@ def results(tmp_path_factory):
     for p, log in zip(procs, logs): assert p.returncode == 0, log[-4000:]
     return {name: [torch.load(out/f'{name}-rank{r}.pt') for r in range(WORLD_SIZE)] for name in NAMES}
 
-_KNOWN = {'LinesSubspace': "subspace.py update_bn: at the last epoch's before_validate, _train_pass calls "
-    "dls.train.new(...) on fastai's DistributedDL, which has no `timeout`: AttributeError (bn_update=False trains fine)"}
+_KNOWN = {}  # name -> known defect (xfail, strict)
 
 @pytest.mark.parametrize('name', [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=_KNOWN[n])] if n in _KNOWN else [])
                                   for n in NAMES])
