@@ -79,6 +79,7 @@ WORKER = textwrap.dedent('''
             torch.distributed.barrier()  # both ranks fail at the same point; meet before the next run
             continue
         torch.save({'params': {k: v.detach() for k, v in learn.model.named_parameters()},
+                    'buffers': {k: v.detach() for k, v in learn.model.named_buffers() if 'running' in k},
                     'wrapper': rec.wrapper, 'n_batches': rec.n_batches, 'n_items': rec.n_items, 'n_mixed': rec.n_mixed,
                     'world': torch.distributed.get_world_size(), 'backend': torch.distributed.get_backend(),
                     'loss_kept': learn.loss_func is orig, 'losses': rec.local_losses,
@@ -129,6 +130,11 @@ def test_ranks_train_in_step(name, results):
     p0, p1 = ranks[0]['params'], ranks[1]['params']
     assert p0.keys() == p1.keys()
     for k in p0: torch.testing.assert_close(p0[k], p1[k], rtol=0, atol=1e-6, msg=f'{name}: {k} differs between ranks')
+    if name == 'LinesSubspace':
+        # update_bn re-estimated the BatchNorm statistics at the evaluation point: the same on every rank
+        b0, b1 = ranks[0]['buffers'], ranks[1]['buffers']
+        assert b0 and b0.keys() == b1.keys()
+        for k in b0: torch.testing.assert_close(b0[k], b1[k], rtol=1e-5, atol=1e-6, msg=f'{k} differs between ranks')
 
 def test_ranks_weights_differ_from_init(results):
     "The runs trained: the weights moved away from the seeded initialisation"
