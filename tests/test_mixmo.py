@@ -212,3 +212,15 @@ def test_callbacks_need_no_arguments_and_pickle():
         pickle.loads(pickle.dumps(cb))
     test_eq((CutMixMo().alpha, CutMixMo().box_prob, CutMixMo().weight_root), (2., 0.5, 3.))
     test_eq((LinearMixMo().box_prob, MIMO().alpha, MIMO().box_prob, MIMO().weight_root, MIMO().ensemble), (0., 0., 0., 1., 'probs'))
+
+def test_tuple_inputs_refused_clearly_in_training_untouched_in_validation():
+    class TwoIn(Module):
+        def __init__(self): self.conv,self.fc = nn.Conv2d(3, 4, 3),nn.Linear(4, 5)
+        def forward(self, a, b): return self.fc(self.conv(a + b).mean((2, 3)))
+    set_seed(0)
+    ds = [(TensorImage(torch.randn(3, 8, 8)), TensorImage(torch.randn(3, 8, 8)), TensorCategory(i % 5)) for i in range(8)]
+    dls = DataLoaders.from_dsets(ds, ds, bs=4, device='cpu')
+    learn = Learner(dls, TwoIn(), loss_func=CrossEntropyLossFlat(), cbs=CutMixMo())
+    with learn.no_bar(), learn.no_logging():
+        with pytest.raises(ValueError, match="needs batches of one input and one target"): learn.fit(1)
+    assert learn.get_preds()[0].shape == (8, 5)
