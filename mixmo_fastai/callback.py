@@ -1,4 +1,4 @@
-"""`MixingCallback`: swaps the loss for training batches only, and always puts it back.
+"""`MixingCallback`: mixed training batches get the mixed loss; `learn.loss_func` is never replaced.
 
 Docs: https://mixmo-fastai.github.io/mixmo_fastai/callback.html.md"""
 
@@ -40,11 +40,9 @@ def check_finite_batch(
 
 # %% ../nbs/01_callback.ipynb #638fa633
 class MixingCallback(Callback):
-    "Base of the mixing callbacks: the loss is swapped for mixed training batches only, and always restored"
-    run_valid,old_lf = False,None
-    def before_fit(self):
-        self._restore_loss()
-        self._refuse_other_mixers()
+    "Base of the mixing callbacks: mixed training batches get the mixed loss; `learn.loss_func` is never replaced"
+    order,run_valid,old_lf = -1,False,None
+    def before_fit(self): self._refuse_other_mixers()
 
     def _refuse_other_mixers(self):
         "Two callbacks that both mix the batch and own the loss of mixed batches cannot be combined"
@@ -53,27 +51,29 @@ class MixingCallback(Callback):
             f"{type(self).__name__} cannot be combined with {', '.join(type(o).__name__ for o in others)}: each of them "
             "mixes the batch and computes the loss of mixed batches. Keep one mixing callback (for MixMo with "
             "input-level CutMix or Mixup use CutMixMo(input_mix='cutmix') or input_mix='mixup')")
-    def before_train(self): self.stack_y,self.mixed = loss_is_int_target(self.learn.loss_func),False
+    def before_train(self):
+        "`old_lf` is the original loss the mixed loss is built from (it stays in `learn.loss_func`)"
+        self.old_lf,self.mixed = self.learn.loss_func,False
+        self.stack_y = loss_is_int_target(self.old_lf)
 
     def before_batch(self):
         "No batch is mixed unless the subclass says so; subclasses leave the batch alone when `skip_batch`"
         self.mixed,self.skip_batch = False,self.in_lr_find
         if self.training: check_finite_batch(self.learn.xb, type(self).__name__)
 
-    def after_pred(self):
-        "Swap the loss for this batch's loss computation only"
-        if self.mixed and self.old_lf is None: self.old_lf,self.learn.loss_func = self.learn.loss_func,self.lf
+    def after_pred(self): pass  # subclasses mix the prediction here (and call `super().after_pred()`)
 
-    def after_loss(self): self._restore_loss()
-    def after_train(self): self._restore_loss()
-    def after_cancel_batch(self): self._restore_loss()
-    def after_cancel_train(self): self._restore_loss()
-    def after_cancel_fit(self): self._restore_loss()
+    def after_loss(self):
+        "Replace the loss of a mixed training batch (fastai computed the original one, which is cheap, and drops it)"
+        if not (self.training and self.mixed and len(self.learn.yb)): return
+        self.learn.loss_grad = self.lf(self.learn.pred, *self.learn.yb)
+        self.learn.loss = self.learn.loss_grad.clone()
 
-    def _restore_loss(self):
-        "Put the original loss back (a no-op when it is in place)"
-        if self.old_lf is not None: self.learn.loss_func = self.old_lf
-        self.old_lf = None
+    # cleanup points for subclasses (nothing of the base's outlives a batch)
+    def after_train(self): pass
+    def after_cancel_batch(self): pass
+    def after_cancel_train(self): pass
+    def after_cancel_fit(self): pass
 
     @property
     def in_lr_find(self)->bool:

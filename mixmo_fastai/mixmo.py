@@ -221,22 +221,6 @@ def mixmo_model(
     return model
 
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
-class _MixMoLoss:
-    "The loss in place during a mixed training batch: MixMo's there, the original loss anywhere else"
-    def __init__(self, cb, orig): self.cb,self.orig = cb,orig
-    def __call__(self, pred, *yb, **kwargs):
-        if self.cb.mixed and self.cb.training and not kwargs: return self.cb.lf(pred, *yb)
-        return self.orig(pred, *yb, **kwargs)
-    def __getattr__(self, k):
-        if k in ('cb', 'orig'): raise AttributeError(k)
-        return getattr(self.orig, k)
-    # `Learner.loss_not_reduced` sets `reduction` on the loss in place
-    @property
-    def reduction(self): return self.orig.reduction
-    @reduction.setter
-    def reduction(self, v): self.orig.reduction = v
-
-# %% ../nbs/20_mixmo.ipynb #aeb4eb3d
 class MixMo(MixingCallback):
     "MixMo (Ramé et al. 2021): `n_members` subnetworks in one CNN, trained on mixed features of `n_members` inputs"
     run_valid = True
@@ -260,22 +244,68 @@ class MixMo(MixingCallback):
         store_attr()
         self._shapes = {}
 
-    def after_create(self): self._convert()
+    def after_create(self):
+        "Convert the model when the `Learner` is created (so that its optimizer sees the new parameters), after the checks"
+        self._check_loss()
+        self._check_loader()
+        self._convert()
+
     def before_fit(self):
-        super().before_fit()
-        if not loss_is_int_target(self.learn.loss_func): raise ValueError(
-            f"MixMo trains each member with a cross-entropy: use a classification loss such as CrossEntropyLossFlat, "
-            f"not {type(self.learn.loss_func).__name__}")
+        try:
+            super().before_fit()
+            self._check_loss()
+            self._check_loader()
+        except Exception: self._unconvert(); raise
         if mixmo_parts(self.learn.model)[0] is None: self._convert(reset_opt=True)
         self.encoders,self.heads = mixmo_parts(self.learn.model)
 
+    def _check_loss(self):
+        if not loss_is_int_target(self.learn.loss_func): raise ValueError(
+            f"MixMo trains each member with a cross-entropy: use a classification loss such as CrossEntropyLossFlat, "
+            f"not {type(self.learn.loss_func).__name__} (a regression loss cannot be split between members)")
+
+    def _check_loader(self):
+        "An ordinary training loader must give each member its own samples: at least `n_members` per batch"
+        dl = getattr(self.learn.dls, 'train', None)
+        if dl is None or getattr(dl, 'multi', False): return
+        bs = getattr(dl, 'bs', None)
+        if bs is not None and bs < self.n_members: raise ValueError(self._small_batch_msg(bs))
+
+    def _small_batch_msg(self, bs):
+        return (f"MixMo with {self.n_members} members reads {self.n_members} permutations of each batch of an ordinary "
+                f"loader: a training batch of {bs} sample(s) cannot give every member its own samples. Use a batch size "
+                f"of at least {self.n_members} (with drop_last=True for the training loader), fewer members, or mixmo_dls")
+
     def _convert(self, reset_opt=False):
         "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
+        inner = getattr(self.learn.model, 'module', self.learn.model)
+        fresh = mixmo_parts(inner)[0] is None
+        if fresh:
+            enc_name, enc = _find(inner, self.encoder, _CONVS, first=True)
+            head_name, hd = _find(inner, self.head, nn.Linear, first=False)
         mixmo_model(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble)
+        # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
+        if fresh: self._orig = (enc_name, enc, head_name, hd)
         if reset_opt and self.learn.opt is not None:
             hypers = self.learn.opt.hypers
             self.learn.create_opt()
             for k in hypers[0]: self.learn.opt.set_hyper(k, [h[k] for h in hypers][:len(self.learn.opt.hypers)])
+
+    def _unconvert(self):
+        "Put back the original first convolution and final `Linear` (before any training step only)"
+        orig = getattr(self, '_orig', None)
+        if orig is None: return
+        inner = getattr(self.learn.model, 'module', self.learn.model)
+        enc_name, enc, head_name, hd = orig
+        _set_module(inner, enc_name, enc)
+        _set_module(inner, head_name, hd)
+        self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
+        self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
+
+    def _refuse(self, msg:str):
+        "Refuse the current (first) training batch: the model goes back to what it was"
+        self._unconvert()
+        raise ValueError(msg)
 
     def before_batch(self):
         super().before_batch()
@@ -294,24 +324,28 @@ class MixMo(MixingCallback):
         self.mixed = True
 
     def after_pred(self):
-        "Swap the loss for this batch's loss computation only (see `_MixMoLoss`), publish the members' logits"
-        if self.mixed and self.old_lf is None:
-            self.old_lf,self.learn.loss_func = self.learn.loss_func,_MixMoLoss(self, self.learn.loss_func)
+        "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
+        if self.training and self.mixed:
+            self.member_pred = self.learn.pred
+            self.learn.pred = ensemble_logits(self.member_pred.detach(), self.ensemble)
+            self.learn.yb = self.learn.yb[:1]
         self.learn.member_logits = None if self.training else self.encoders.state.member_logits
         self.encoders.state.member_logits = None
 
     def lf(self, pred, *yb):
-        "Soft cross-entropy of each member against its reweighted target, summed over members"
-        return mixmo_loss(pred, self.targets, self.weights)
+        "Soft cross-entropy of each member (the logits kept in `after_pred`) against its reweighted target, summed over members"
+        return mixmo_loss(self.member_pred, self.targets, self.weights)
 
-    def after_batch(self): self._clear()
+    def after_batch(self):
+        if self.training: self._orig = None  # a step was taken: no going back
+        self._clear()
     def after_cancel_batch(self): super().after_cancel_batch(); self._clear()
     def after_cancel_train(self): super().after_cancel_train(); self._clear()
     def after_fit(self): self._clear(); self.learn.member_logits = None
 
     def _clear(self):
         "Forget the last batch's masks and targets"
-        self.targets = self.weights = None
+        self.targets = self.weights = self.member_pred = None
         if getattr(self, 'encoders', None) is not None: self.encoders.state.masks = None
 
     def _members_batch(self):
@@ -324,11 +358,12 @@ class MixMo(MixingCallback):
         "One input and target per member: from a multi-input loader, or permutations of an ordinary batch"
         m = self.n_members
         if len(xs) == m and len(ys) == m: return list(xs), list(ys)
-        if len(xs) != 1 or len(ys) != 1: raise ValueError(
+        if len(xs) != 1 or len(ys) != 1: self._refuse(
             f"MixMo with {m} members needs batches of one input and one target, or {m} of each "
             f"(mixmo_dls), got {len(xs)} inputs and {len(ys)} targets")
         x, y = xs[0], ys[0]
         bs = x.shape[0]
+        if bs < m: self._refuse(self._small_batch_msg(bs))
         perms = [torch.arange(bs, device=x.device)]
         for _ in range(m-1):
             perm = torch.randperm(bs, device=x.device)
@@ -348,10 +383,15 @@ class MixMo(MixingCallback):
     def _masks(self, x):
         "Per-sample masks at the encoders' resolution: boxes with probability `p_t` (the coin picks who gets the box), else constant"
         bs, m, dev = x.shape[0], self.n_members, x.device
+        spatial = self._feature_shape(x)
+        if self.box_prob > 0 and len(spatial) and math.prod(spatial) == 1: self._refuse(
+            f"{type(self).__name__} draws box masks (box_prob={self.box_prob}) on the encoders' output, which is 1x1 "
+            f"here (spatial shape {spatial}): a box would give one member the whole feature map and the others nothing. "
+            "Use LinearMixMo or MIMO (box_prob=0), or a larger input / an encoder that keeps a spatial extent")
         lams = sample_ratios(self.alpha, m, (bs,), device=dev)
         box = torch.rand(()).item() < mixmo_box_prob(self.box_prob, self.pct_train, self.decay_start)
         box_member = int(torch.randint(0, m, ()))
-        return mixmo_masks(lams, self._feature_shape(x), box, box_member)
+        return mixmo_masks(lams, spatial, box, box_member)
 
     def _input_mix(self, inputs, soft, masks):
         "CutMix/Mixup inside each member's inputs (probability `input_mix_prob`), targets by what the member sees"

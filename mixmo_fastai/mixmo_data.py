@@ -21,6 +21,9 @@ class MultiInputDL(TfmdDL):
         batch_repetition:int=1, # b: each distinct sample appears `b` times in a member's batch
         **kwargs # Passed to `TfmdDL`
     ):
+        if isinstance(batch_repetition, bool) or not isinstance(batch_repetition, int) or batch_repetition < 1: raise ValueError(
+            f"batch_repetition is how many times each distinct sample appears in a batch: a whole number >= 1 "
+            f"(1 for no repetition), got {batch_repetition!r}")
         store_attr('n_members,batch_repetition')
         super().__init__(dataset, **kwargs)
         if self.multi and self.bs % batch_repetition: raise ValueError(
