@@ -95,6 +95,21 @@ def _n_batch_tensors(out, bs:int)->int:
 # %% ../nbs/10_manifold.ipynb #f5d29baf
 _MIN_ALPHA = 1e-3
 
+def _check_alpha(alpha, who:str):
+    "Refuse an `alpha` that is not a finite number >= 0"
+    try: ok = math.isfinite(float(alpha)) and float(alpha) >= 0
+    except (TypeError, ValueError): ok = False
+    if not ok: raise ValueError(f"{who}: alpha must be a finite number >= 0 (0 means no mixing), got {alpha!r}")
+
+def _check_module_list(model:nn.Module, module_list, who:str):
+    "Refuse `module_list` entries that are not modules inside `model`"
+    if module_list is None: return
+    inside = set(id(m) for m in _unwrap(model).modules())
+    for m in module_list:
+        if not isinstance(m, nn.Module) or id(m) not in inside: raise ValueError(
+            f"{who}: module_list must hold modules of learn.model (or ManifoldMixupModule wrappers inside it), "
+            f"got {type(m).__name__} {m!r:.80} which is " + ("not an nn.Module" if not isinstance(m, nn.Module) else "not inside the model"))
+
 class _SiteMixing(MixingCallback):
     "Draws one site per batch (the input or a hooked module) and mixes there; subclasses say how"
     _hook_handle,_reported,sites = None,False,None
@@ -104,7 +119,9 @@ class _SiteMixing(MixingCallback):
 
     def _input_ok(self)->bool: return all(torch.is_tensor(x) and x.is_floating_point() for x in self.learn.xb)
 
-    def before_fit(self): self._remove_hook(); super().before_fit()
+    def before_fit(self):
+        self._remove_hook(); _check_module_list(self.learn.model, self.module_list, type(self).__name__)
+        super().before_fit()
     def before_train(self):
         super().before_train()
         self._remove_hook()
@@ -176,7 +193,7 @@ class ManifoldMixup(_SiteMixing):
         module_list:list=None, # Explicit sites; `None` chooses them by class (see `mixing_sites`)
         per_sample:bool=False, # One ratio per sample (earlier fastai package) instead of one per batch (paper)
         max_lam:bool=False, # Use `max(lam, 1-lam)` (earlier fastai package, fastai's `MixUp`); the paper does not
-    ): store_attr()
+    ): _check_alpha(alpha, type(self).__name__); store_attr()
 
     def _sample_lam(self)->Tensor:
         x = self.learn.xb[0]
@@ -211,7 +228,7 @@ class OutputMixup(MixingCallback):
         alpha:float=0.4, # Concentration of `Beta(alpha, alpha)`; below 1e-3 nothing is mixed
         per_sample:bool=False, # One ratio per sample instead of one per batch
         max_lam:bool=False, # Use `max(lam, 1-lam)`
-    ): store_attr()
+    ): _check_alpha(alpha, type(self).__name__); store_attr()
 
     def current_alpha(self)->float:
         "The `alpha` of the current batch"
@@ -328,6 +345,7 @@ class PatchUp(_SiteMixing):
         module_list:list=None, # Explicit sites; `None` chooses them by class (see `mixing_sites`)
         per_sample:bool=False, # One mask per sample instead of one per batch (official code)
     ):
+        _check_alpha(alpha, type(self).__name__)
         if patchup_type not in ('hard', 'soft'): raise ValueError(f"patchup_type must be 'hard' or 'soft', got {patchup_type!r}")
         hard = patchup_type == 'hard'
         gamma = ifnone(gamma, 0.5 if hard else 0.75)

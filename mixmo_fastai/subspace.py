@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
+from .callback import check_finite_batch
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
@@ -333,7 +334,9 @@ class SubspaceCallback(Callback):
     def before_train(self): self.trained = True
     def before_batch(self):
         self.learn.member_logits = None
-        if self.training: sample_point(self.learn.model, self.layerwise)
+        if self.training:
+            check_finite_batch(self.learn.xb, type(self).__name__)
+            sample_point(self.learn.model, self.layerwise)
 
     def after_loss(self):
         if not self.training or not self.beta or not len(self.learn.yb): return
