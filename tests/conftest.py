@@ -17,3 +17,14 @@ def cli(): return run_cli
 def pytest_pycollect_makeitem(collector, name, obj):
     "`from fastai... import *` brings fastcore's `test_eq`/`test_fail` helpers into test modules: they are not tests"
     if callable(obj) and (getattr(obj, '__module__', '') or '').startswith(('fastcore', 'fastai')): return []
+
+def subset_dls(n_train, n_valid=64, bs=64, **kwargs):
+    "The digits `DataLoaders` restricted to the first `n_train`/`n_valid` items of the fixed split (fast tests)"
+    from fastai.data.transforms import IndexSplitter
+    from mixmo_fastai.data import digits_block, digits_split
+    dblock = digits_block(**kwargs)
+    train, valid = digits_split()
+    items = train[:n_train] + valid[:n_valid]
+    dblock.get_items = lambda _: items
+    dblock.splitter = IndexSplitter(list(range(n_train, n_train + n_valid)))
+    return dblock.dataloaders(None, bs=bs, device='cpu', num_workers=0)

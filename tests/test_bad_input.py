@@ -7,16 +7,10 @@ import re
 import pytest, torch
 from fastai.vision.all import *
 from mixmo_fastai.all import *
+from conftest import subset_dls
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _subset_dls(n_train=128, n_valid=64, bs=64, **kwargs):
-    "The first `n_train`/`n_valid` digits of the fixed split"
-    dblock = digits_block(**kwargs)
-    train, valid = digits_split()
-    items = train[:n_train] + valid[:n_valid]
-    dblock.get_items = lambda _: items
-    dblock.splitter = IndexSplitter(list(range(n_train, n_train + n_valid)))
-    return dblock.dataloaders(None, bs=bs, device='cpu', num_workers=0)
+def _subset_dls(n_train=128, n_valid=64, bs=64, **kwargs): return subset_dls(n_train, n_valid, bs, **kwargs)
 
 @pytest.fixture(scope='module')
 def dls(): return _subset_dls()

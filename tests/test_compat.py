@@ -12,6 +12,7 @@ from fastai.callback.mixup import CutMix, MixUp
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.training import GradientAccumulation
 from mixmo_fastai.all import *
+from conftest import subset_dls
 
 EXPECTED = {
     'manifold': ['ManifoldMixup', 'OutputMixup', 'DynamicManifoldMixup', 'DynamicOutputMixup', 'PatchUp'],
@@ -50,14 +51,7 @@ def test_every_callback_is_in_the_matrix():
     for n, cls in CBS.items(): pickle.loads(pickle.dumps(cls()))
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _subset_dls(n_train=192, n_valid=64, bs=64, **kwargs):
-    "The digits `DataLoaders` restricted to the first `n_train`/`n_valid` items of the fixed split"
-    dblock = digits_block(**kwargs)
-    train, valid = digits_split()
-    items = train[:n_train] + valid[:n_valid]
-    dblock.get_items = lambda _: items
-    dblock.splitter = IndexSplitter(list(range(n_train, n_train + n_valid)))
-    return dblock.dataloaders(None, bs=bs, device='cpu', num_workers=0)
+def _subset_dls(n_train=192, n_valid=64, bs=64, **kwargs): return subset_dls(n_train, n_valid, bs, **kwargs)
 
 @pytest.fixture(scope='module')
 def dls(): return _subset_dls()
