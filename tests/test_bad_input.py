@@ -7,7 +7,7 @@ import re
 import pytest, torch
 from fastai.vision.all import *
 from mixmo_fastai.all import *
-from conftest import subset_dls
+from conftest import subset_dls, xfail, known_defect_cases
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _subset_dls(n_train=128, n_valid=64, bs=64, **kwargs): return subset_dls(n_train, n_valid, bs, **kwargs)
@@ -60,15 +60,7 @@ def _works(dls, make_model, make_cbs, loss_func=None):
     assert all(math.isfinite(float(l)) for l in learn.recorder.losses)
     return learn
 
-def xfail(reason:str):
-    "A known defect of a callback, reported to its owner: remove the mark when it is fixed (strict: an XPASS fails)"
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-def cases(values, known:dict, ids=None):
-    "`values` as pytest params, the ids in `known` (id -> reason) marked as known defects"
-    ids = ids or [v if isinstance(v, str) else '-'.join(map(str, v)) for v in values]
-    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), id=i, marks=[xfail(known[i])] if i in known else [])
-            for v, i in zip(values, ids)]
+def cases(values, known:dict, ids=None): return known_defect_cases(values, known, ids, sep='-')
 
 net = lambda: digits_net(16)
 def mlp(): return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))

@@ -12,7 +12,7 @@ from fastai.callback.mixup import CutMix, MixUp
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.training import GradientAccumulation
 from mixmo_fastai.all import *
-from conftest import subset_dls
+from conftest import subset_dls, xfail, known_defect_cases
 
 EXPECTED = {
     'manifold': ['ManifoldMixup', 'OutputMixup', 'DynamicManifoldMixup', 'DynamicOutputMixup', 'PatchUp'],
@@ -29,15 +29,7 @@ def _callback_classes()->dict:
         found.update({n: getattr(m, n) for n in names if hasattr(m, n)})
     return found
 
-def xfail(reason:str):
-    "A known defect of a callback, reported to its owner (tests/README: remove the mark when it is fixed)"
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-def cases(values, known:dict, ids=None):
-    "`values` as pytest params, the ones in `known` (value or id -> reason) marked as known defects"
-    ids = ids or [v if isinstance(v, str) else '+'.join(v) for v in values]
-    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), id=i, marks=[xfail(known[i])] if i in known else [])
-            for v, i in zip(values, ids)]
+def cases(values, known:dict, ids=None): return known_defect_cases(values, known, ids, sep='+')
 
 CBS = _callback_classes()
 NAMES = list(CBS)
