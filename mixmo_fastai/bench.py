@@ -6,16 +6,17 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/bench.html.md"""
 
 # %% ../nbs/45_bench.ipynb #e79291e7
 from __future__ import annotations
-import importlib, time, statistics
+import importlib, math, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
-from .data import digits_dls, digits_net
+from .data import digits_dls, hard_digits_dls, digits_net
 from .metrics import *
 
 # %% auto #0
-__all__ = ['METHODS', 'DEFAULT_BENCH', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method', 'rows_of', 'check_methods',
-           'get_dls', 'get_model', 'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps',
-           'time_inference', 'interleaved_medians', 'markdown_table', 'run_bench']
+__all__ = ['METHODS', 'DEFAULT_BENCH', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method',
+           'rows_of', 'check_methods', 'Task', 'check_task', 'get_dls', 'get_model', 'make_learner', 'train_method',
+           'evaluate', 'evaluations', 'time_train_steps', 'time_inference', 'interleaved_medians', 'welch_p',
+           'markdown_table', 'run_bench']
 
 # %% ../nbs/45_bench.ipynb #7b908b10
 class DeepEnsemble(nn.Module):
@@ -107,16 +108,37 @@ def check_methods(methods)->list:
     return list(dict.fromkeys(methods))
 
 # %% ../nbs/45_bench.ipynb #0770cddc
+class Task:
+    "An embedded benchmark task: its data and the number of epochs its benchmark uses by default"
+    def __init__(self,
+        doc:str, # One line for the help and the README
+        dls:callable, # `dls(bs=, size=, channels=, device=)` -> `DataLoaders`
+        epochs:int=10, # Default epochs of `run_bench` on this task
+    ): store_attr()
+
+TASKS = {
+    'digits': Task("scikit-learn's 1,797 handwritten digits, 8x8, 1,438 train / 359 valid: saturated, "
+                   "a plain digits_net reaches 99%", digits_dls, epochs=10),
+    'hard_digits': Task("600 distorted, noisy, partly occluded digits to train on, 1,077 to validate (8x8): "
+                        "a plain digits_net reaches about 78%, with room to rank methods", hard_digits_dls, epochs=40),
+}
+
+def check_task(task:str)->str:
+    "`task` if it is a name of `TASKS`"
+    if task not in TASKS: raise BenchError(f"unknown task {task!r}; choose from: {', '.join(TASKS)}")
+    return task
+
 def get_dls(
-    data:str=None, # A folder with `train/` and `valid/` sub-folders of class folders (None: the embedded digits)
+    data:str=None, # A folder with `train/` and `valid/` sub-folders of class folders (None: the embedded `task`)
     bs:int=64, # Batch size
     size:int=None, # Image size (digits: resize the 8x8 images; folders: default 64)
-    channels:int=1, # Digits only: 1 (grey) or 3 (RGB, for torchvision/timm models)
+    channels:int=1, # Embedded tasks only: 1 (grey) or 3 (RGB, for torchvision/timm models)
     device=None, # Where batches go (default: the GPU when there is one)
+    task:str='digits', # A name of `TASKS`, used when `data` is None
 )->DataLoaders:
-    "The embedded digits, or `ImageDataLoaders.from_folder` on `data`"
+    "An embedded task's `DataLoaders`, or `ImageDataLoaders.from_folder` on `data`"
     device = device or default_device()
-    if data is None: return digits_dls(bs=bs, size=size, channels=channels, device=device)
+    if data is None: return TASKS[check_task(task)].dls(bs=bs, size=size, channels=channels, device=device)
     path = Path(data)
     if not path.is_dir(): raise BenchError(f"data folder {str(path)!r} does not exist")
     missing = [s for s in ('train', 'valid') if not (path/s).is_dir()]
@@ -146,6 +168,7 @@ def get_model(
 
 def _n_in(dls): return dls.one_batch()[0].shape[1]
 
+
 # %% ../nbs/45_bench.ipynb #a1a27f1c
 def make_learner(
     method:str, dls:DataLoaders, arch:str='digits_net', width:int=32, seed:int=0, metrics=None,
@@ -159,22 +182,30 @@ def make_learner(
         return Learner(dls, DeepEnsemble(models), metrics=metrics, cbs=MembersToEnsemble())
     return Learner(dls, get_model(arch, _n_in(dls), dls.c, width), metrics=metrics, cbs=m.callbacks())
 
+class _ValidateAtEnd(Callback):
+    "Skips the validation of every epoch but the last: a quiet benchmark run reads its metrics once, after training"
+    order = 1000  # after every other callback's `before_validate`, so that their `after_validate` finds what they set
+    def before_validate(self):
+        if self.epoch < self.n_epoch - 1: raise CancelValidException()
+
 def train_method(
     method:str, dls:DataLoaders, epochs:int=5, lr:float=1e-2, seed:int=0, arch:str='digits_net', width:int=32,
-    metrics=None, quiet:bool=False, # No progress bars or per-epoch table
-    trained:dict=None, # (method, seed) -> trained learner: a deep ensemble reuses the vanilla ones
+    metrics=None, quiet:bool=False, # No progress bars, no per-epoch table, validation after the last epoch only
+    trained:dict=None, # (method, seed, epochs) -> trained learner: a deep ensemble reuses (and adds) vanilla ones
 )->Learner:
     "Train `method` with `fit_one_cycle`; a deep ensemble trains its members with seeds `seed`, `seed+1`, ..."
     m, trained = METHODS[method], ifnone(trained, {})
     def _fit(learn):
         if quiet:
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=_ValidateAtEnd())
         else: learn.fit_one_cycle(epochs, lr)
         return learn
     if m.n_models == 1: return _fit(make_learner(method, dls, arch, width, seed, metrics))
     # `set_seed(seed, reproducible=True)` makes a vanilla run of the same seed the same model: reuse it
-    members = [trained.get(('vanilla', seed + i)) or _fit(make_learner('vanilla', dls, arch, width, seed + i, metrics))
-               for i in range(m.n_models)]
+    for i in range(m.n_models):
+        key = ('vanilla', seed + i, epochs)
+        if key not in trained: trained[key] = _fit(make_learner('vanilla', dls, arch, width, seed + i, metrics))
+    members = [trained[('vanilla', seed + i, epochs)] for i in range(m.n_models)]
     return Learner(dls, DeepEnsemble([l.model for l in members]), metrics=metrics, cbs=MembersToEnsemble())
 
 def evaluate(learn:Learner, n_bins:int=15)->dict:
@@ -191,6 +222,7 @@ def evaluations(method:str, learn:Learner)->dict:
         if setup is not None: setup(learn)
         res[row] = evaluate(learn)
     return res
+
 
 # %% ../nbs/45_bench.ipynb #df12a607
 class _Tic(Callback):
@@ -241,15 +273,28 @@ def _mean_std(xs):
     xs = [float(x) for x in xs]
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.)
 
+def welch_p(a, b)->float:
+    "Two-sided p-value of Welch's t-test between two lists of per-seed values (nan with fewer than 2 each or no spread)"
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2: return float('nan')
+    va, vb = a.var(ddof=1)/len(a), b.var(ddof=1)/len(b)
+    if va + vb == 0: return 0. if a.mean() != b.mean() else 1.
+    from scipy import stats
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    dof = (va + vb)**2 / (va**2/(len(a)-1) + vb**2/(len(b)-1))
+    return float(2 * stats.t.sf(abs(t), dof))
+
+def _label(row, budget): return row if budget == 'epochs' else f"{row} @ {budget}"
+
 def _plot_quality(df, runs, path):
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 2, figsize=(12, 0.45*len(df) + 1.5))
     for ax, col in zip(axs, ('accuracy', 'nll')):
-        for i, row in enumerate(df['method']):
-            xs = runs.loc[runs['method'] == row, col]
+        for i, label in enumerate(df['label']):
+            xs = runs.loc[runs['label'] == label, col]
             ax.scatter(xs, [i]*len(xs), color='tab:blue', alpha=0.6, s=18)
             ax.scatter([xs.mean()], [i], color='k', marker='|', s=300)
-        ax.set_yticks(range(len(df))); ax.set_yticklabels(df['method']); ax.invert_yaxis()
+        ax.set_yticks(range(len(df))); ax.set_yticklabels(df['label']); ax.invert_yaxis()
         ax.set_xlabel(f"validation {col} (dots: seeds, bar: mean)"); ax.grid(axis='x', alpha=0.3)
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
@@ -263,84 +308,130 @@ def _plot_reliability(logits, path, n_bins=15):
     for ax in list(axs.flat)[n:]: ax.axis('off')
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
+def _versus(r)->str:
+    "Difference to vanilla at the same budget: accuracy points and NLL, `*` where Welch's p < 0.05"
+    if r['method'] == 'vanilla' or np.isnan(r['d_accuracy']): return '—'
+    star = lambda p: '*' if p < 0.05 else ''
+    return (f"{100*r['d_accuracy']:+.1f} pt{star(r['p_accuracy'])} / "
+            f"{r['d_nll']:+.3f}{star(r['p_nll'])}")
+
 def markdown_table(df)->str:
     "The benchmark summary as a markdown table"
-    head = "| method | accuracy (mean ± std) | members' accuracy | NLL | ECE | Brier | disagreement | train step × vanilla | inference × vanilla |"
-    lines = [head, '|' + '---|'*9]
+    head = ("| method | budget | epochs | train compute × vanilla | accuracy (mean ± std) | members' accuracy | "
+            "NLL (mean ± std) | ECE | Brier | disagreement | inference × vanilla | vs vanilla, same budget: accuracy / NLL |")
+    lines = [head, '|' + '---|'*12]
     for _, r in df.iterrows():
-        lines.append(f"| {r['method']} | {r['accuracy']:.4f} ± {r['accuracy_std']:.4f} | {r['member_accuracy']} | "
-                     f"{r['nll']:.4f} | {r['ece']:.4f} | {r['brier']:.4f} | {r['disagreement']:.3f} | "
-                     f"{r['train_ratio']:.2f} | {r['infer_ratio']:.2f} |")
+        lines.append(f"| {r['method']} | {r['budget']} | {r['epochs']} | {r['compute']:.2f} | "
+                     f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} | {r['member_accuracy']} | "
+                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ece']:.4f} | {r['brier']:.4f} | {r['disagreement']:.3f} | "
+                     f"{r['infer_ratio']:.2f} | {_versus(r)} |")
+    lines.append("\n`*`: p < 0.05 in Welch's t-test over the seeds; a difference without `*` is within the noise of "
+                 "this many seeds. Train compute: measured step time × steps, as a multiple of vanilla's at the "
+                 "equal-epochs budget (a deep ensemble counts each member).")
     return '\n'.join(lines)
 
+COMPUTE_MATCHED = ['mimo', 'linear_mixmo', 'cutmixmo', 'lines']
+
+def _plan(methods, epochs, compute, compute_methods, ratio):
+    "(method, budget, epochs) of every training: all methods at `epochs`, then the equal-compute budget"
+    plan = [(m, 'epochs', epochs) for m in methods if not (compute and m == 'ensemble2')]
+    if not compute: return plan
+    budget = f"compute ×{compute:g}"
+    plan.append(('vanilla', budget, max(1, round(compute * epochs))))
+    if 'ensemble2' in methods: plan.append(('ensemble2', budget, max(1, round(compute * epochs / METHODS['ensemble2'].n_models))))
+    plan += [(m, budget, max(1, round(compute * epochs / ratio[m]))) for m in compute_methods if m != 'vanilla']
+    return plan
+
+def _compute(method, epochs, ref_epochs, ratio):
+    "Training compute as a multiple of vanilla's at `ref_epochs`: a deep ensemble counts its members exactly"
+    n = METHODS[method].n_models
+    return (n if n > 1 else ratio[method]) * epochs / ref_epochs
+
 def run_bench(
-    methods:list=None, # Method names (default: `DEFAULT_BENCH`); vanilla is always timed as the reference
+    methods:list=None, # Method names (default: `DEFAULT_BENCH`); vanilla is always run, as the reference
     seeds:int=3, # Seeds 0 .. seeds-1
-    epochs:int=10,
+    epochs:int=None, # Epochs of the equal-epochs budget (default: the task's, 10 for a folder)
     lr:float=1e-2,
     arch:str='digits_net',
     width:int=32,
     bs:int=64,
     size:int=None,
-    data:str=None, # Folder of images with train/ and valid/ (None: the digits)
+    data:str=None, # Folder of images with train/ and valid/ (None: the embedded `task`)
     out:str='bench_out', # Folder of the CSVs, table and plots
     n_rounds:int=8, # Timing rounds (the first is dropped)
     steps:int=5, # Steps timed per method and round
     log=print, # Progress messages (None: silent)
+    task:str='digits', # Embedded task, a name of `TASKS`
+    compute:float=2., # Equal-compute budget, as a multiple of vanilla's training compute at `epochs` (0: none)
+    compute_methods:list=None, # Methods also trained at that budget, with fewer epochs where a step costs more (default: `COMPUTE_MATCHED`)
 )->pd.DataFrame:
-    "Train every method for every seed on the same data and model; write runs.csv, results.csv, results.md and plots"
+    "Train every method for every seed at equal epochs and at equal compute; write runs.csv, results.csv, results.md and plots"
     methods = check_methods(methods or DEFAULT_BENCH)
+    methods = ['vanilla'] + [m for m in methods if m != 'vanilla']
+    task = check_task(task)
+    epochs = epochs or (TASKS[task].epochs if data is None else 10)
     if seeds < 1 or epochs < 1: raise BenchError("--seeds and --epochs must be at least 1")
+    if compute < 0 or (compute and compute < 1): raise BenchError(f"--compute is a multiple of vanilla's compute: 0 (none) or at least 1, got {compute}")
+    cmethods = [m for m in (check_methods(compute_methods) if compute_methods else COMPUTE_MATCHED) if m in methods]
     log = log or noop
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     channels = 1 if arch == 'digits_net' else 3
-    dls = get_dls(data, bs, size, channels)
-    runs, logits, trained, cache = [], {}, {}, {}
+    dls = get_dls(data, bs, size, channels, task=task)
     t0 = time.perf_counter()
+    # training steps first, on fresh learners: the equal-compute budget needs each method's cost
+    log(f"timing training steps of {len(methods)} methods, {n_rounds} rounds of {steps} steps")
+    fresh = {m: make_learner(m, dls, arch, width, 0) for m in methods}
+    step = interleaved_medians({m: partial(time_train_steps, fresh[m], steps) for m in methods}, n_rounds)
+    ratio = {m: step[m] / step['vanilla'] for m in methods}
+    plan = _plan(methods, epochs, compute, cmethods, ratio)
+    runs, logits, trained, cache = [], {}, {}, {}
     for seed in range(seeds):
-        for m in methods:
+        for m, budget, ep in plan:
             t = time.perf_counter()
-            learn = train_method(m, dls, epochs, lr, seed, arch, width, quiet=True, trained=cache)
-            if m == 'vanilla': cache[(m, seed)] = learn
+            learn = train_method(m, dls, ep, lr, seed, arch, width, quiet=True, trained=cache)
+            if m == 'vanilla': cache[(m, seed, ep)] = learn
             for row, r in evaluations(m, learn).items():
                 lg, tg = r.pop('logits'), r.pop('targs')
-                prev = logits.get(row)
-                logits[row] = (lg, tg) if prev is None else (torch.cat([prev[0], lg]), torch.cat([prev[1], tg]))
-                runs.append(dict(method=row, seed=seed, **r, train_s=time.perf_counter() - t))
-                log(f"seed {seed} {row:16s} accuracy {r['accuracy']:.4f}  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}  "
-                    f"({time.perf_counter() - t:.0f} s, {time.perf_counter() - t0:.0f} s in all)")
-            if seed == 0: trained[m] = learn
-    # timing: training steps on fresh learners, inference on the trained ones, interleaved across methods
-    timed = ['vanilla'] + [m for m in methods if m != 'vanilla']
-    fresh = {m: make_learner(m, dls, arch, width, 0) for m in timed}
-    if 'vanilla' not in trained: trained['vanilla'] = fresh['vanilla']
+                label = _label(row, budget)
+                if budget == 'epochs':
+                    prev = logits.get(row)
+                    logits[row] = (lg, tg) if prev is None else (torch.cat([prev[0], lg]), torch.cat([prev[1], tg]))
+                runs.append(dict(method=row, budget=budget, label=label, epochs=ep, seed=seed, **r,
+                                 compute=_compute(m, ep, epochs, ratio), train_s=time.perf_counter() - t))
+                log(f"seed {seed} {label:28s} {ep:3d} epochs  accuracy {r['accuracy']:.4f}  NLL {r['nll']:.4f}  "
+                    f"ECE {r['ece']:.4f}  ({time.perf_counter() - t:.0f} s, {time.perf_counter() - t0:.0f} s in all)")
+            if m not in trained: trained[m] = learn
+    # inference on trained learners, interleaved across methods and evaluation variants
     fns, row_of = {}, {}
-    for m in timed:
-        fns[('train', m)] = partial(time_train_steps, fresh[m], steps)
+    for m in methods:
         for row, setup in (METHODS[m].evals or {m: None}).items():
             def _infer(m=m, setup=setup):
                 if setup is not None: setup(trained[m])
                 return time_inference(trained[m], steps)
-            fns[('infer', row)] = _infer
-            row_of[row] = m
-    log(f"timing {len(timed)} methods, {n_rounds} rounds of {steps} steps")
-    med = interleaved_medians(fns, n_rounds)
+            fns[row], row_of[row] = _infer, m
+    log(f"timing inference of {len(fns)} rows, {n_rounds} rounds of {steps} batches")
+    infer = interleaved_medians(fns, n_rounds)
     runs = pd.DataFrame(runs)
     runs['member_accuracy'] = runs['member_accuracy'].map(lambda a: ' '.join(f'{x:.4f}' for x in a))
     runs.to_csv(out/'runs.csv', index=False)
     rows = []
-    for row in dict.fromkeys(runs['method']):
-        rr = runs[runs['method'] == row]
+    for label in dict.fromkeys(runs['label']):
+        rr = runs[runs['label'] == label]
+        row, budget = rr['method'].iloc[0], rr['budget'].iloc[0]
+        ref = runs[(runs['method'] == 'vanilla') & (runs['budget'] == budget)]
         acc, acc_std = _mean_std(rr['accuracy'])
         mem = np.array([[float(x) for x in s.split()] for s in rr['member_accuracy']]).mean(0)
-        rows.append(dict(method=row, accuracy=acc, accuracy_std=acc_std, accuracy_min=rr['accuracy'].min(),
-                         accuracy_max=rr['accuracy'].max(), member_accuracy=' / '.join(f'{x:.4f}' for x in mem),
+        rows.append(dict(method=row, budget=budget if budget != 'epochs' else f"{epochs} epochs", label=label,
+                         epochs=int(rr['epochs'].iloc[0]), compute=rr['compute'].mean(),
+                         accuracy=acc, accuracy_std=acc_std, accuracy_min=rr['accuracy'].min(), accuracy_max=rr['accuracy'].max(),
+                         member_accuracy=' / '.join(f'{x:.4f}' for x in mem),
                          nll=rr['nll'].mean(), nll_std=_mean_std(rr['nll'])[1], ece=rr['ece'].mean(),
                          brier=rr['brier'].mean(), disagreement=rr['disagreement'].mean(),
                          ratio_errors=rr['ratio_errors'].mean(),
-                         train_step_ms=1e3*med[('train', row_of[row])], infer_batch_ms=1e3*med[('infer', row)],
-                         train_ratio=med[('train', row_of[row])] / med[('train', 'vanilla')],
-                         infer_ratio=med[('infer', row)] / med[('infer', 'vanilla')], seeds=len(rr)))
+                         d_accuracy=acc - ref['accuracy'].mean(), p_accuracy=welch_p(rr['accuracy'], ref['accuracy']),
+                         d_nll=rr['nll'].mean() - ref['nll'].mean(), p_nll=welch_p(rr['nll'], ref['nll']),
+                         train_step_ms=1e3*step[row_of[row]], infer_batch_ms=1e3*infer[row],
+                         train_ratio=ratio[row_of[row]], infer_ratio=infer[row] / infer['vanilla'], seeds=len(rr)))
     df = pd.DataFrame(rows)
     df.to_csv(out/'results.csv', index=False)
     (out/'results.md').write_text(markdown_table(df) + '\n')
@@ -348,3 +439,4 @@ def run_bench(
     _plot_reliability(logits, out/'reliability.png')
     log(f"done in {time.perf_counter() - t0:.0f} s; wrote {out/'results.md'}, results.csv, runs.csv, accuracy_nll.png, reliability.png")
     return df
+

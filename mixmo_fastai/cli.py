@@ -38,14 +38,15 @@ def train(
     size:int=None, # Image size (digits: resize the 8x8 images)
     out:str=None, # Where to save the exported learner (None: not saved)
     arch:str='digits_net', # `digits_net`, a torchvision or a timm model name
-    data:str=None, # Folder with train/ and valid/ (None: the embedded digits)
+    data:str=None, # Folder with train/ and valid/ (None: the embedded `task`)
     quiet:bool=False, # No progress bars
+    task:str='digits', # Embedded task, a name of `TASKS`
 )->tuple[Learner, dict]:
     "Train `method` and evaluate it on the validation set; returns the learner and its results per evaluation row"
     method = check_methods([method])[0]
     if epochs < 1: raise CLIError(f"--epochs must be at least 1, got {epochs}")
     if lr <= 0: raise CLIError(f"--lr must be positive, got {lr}")
-    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3)
+    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3, task=task)
     learn = train_method(method, dls, epochs, lr, seed, arch, width, metrics=accuracy, quiet=quiet)
     res = {row: {k: v for k, v in r.items() if k not in ('logits', 'targs')} for row, r in evaluations(method, learn).items()}
     if out:
@@ -91,14 +92,14 @@ def _lam_str(lam, i):
 
 def show_mixing(
     method:str='cutmixmo', n:int=8, seed:int=0, out:str=None, data:str=None, size:int=None, bs:int=64,
-    arch:str='digits_net', width:int=32,
+    arch:str='digits_net', width:int=32, task:str='digits',
 ):
     "Picture of what `method` does to a training batch; saved as a PNG when `out` is given. Returns the figure"
     import matplotlib.pyplot as plt
     method = check_methods([method])[0]
     if METHODS[method].n_models > 1 or METHODS[method].cbs is None:
         raise CLIError(f"{method} does not change the training batches: nothing to show")
-    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3)
+    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3, task=task)
     learn = make_learner(method, dls, arch, width, seed)
     cap = _Capture()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=[_First(cap), cap])
@@ -146,13 +147,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p, epochs=10):
     p.add_argument('--arch', default='digits_net', help="digits_net, a torchvision model (resnet18) or a timm model")
-    p.add_argument('--epochs', type=int, default=epochs)
+    p.add_argument('--epochs', type=int, default=epochs, help="default: the task's" if epochs is None else None)
     p.add_argument('--lr', type=float, default=1e-2, help="maximum learning rate of fit_one_cycle")
     p.add_argument('--width', type=int, default=32, help="width of digits_net")
     p.add_argument('--bs', type=int, default=64, help="batch size")
     p.add_argument('--size', type=int, default=None, help="image size (digits: resize the 8x8 images)")
     p.add_argument('--data', default=None, help="folder with train/ and valid/ sub-folders of class folders "
-                   "(default: the embedded digits)")
+                   "(default: the embedded --task)")
+    p.add_argument('--task', default='digits', help="embedded data, when --data is not given: "
+                   # argparse formats help with %: the tasks' "99%" must be escaped
+                   + "; ".join(f"{k}: {t.doc} (bench: {t.epochs} epochs)" for k, t in TASKS.items()).replace('%', '%%'))
 
 def _parser():
     p = _Parser(prog='mixmo-fastai', description="Train, compare and look at mixing methods and ensembles with fastai")
@@ -169,7 +173,10 @@ def _parser():
     b.add_argument('--out', default='bench_out', help="folder of the results")
     b.add_argument('--rounds', type=int, default=8, help="timing rounds (the first is a warm-up)")
     b.add_argument('--steps', type=int, default=5, help="steps timed per method and round")
-    _common(b, epochs=10)
+    b.add_argument('--compute', type=float, default=2., help="equal-compute budget, a multiple of vanilla's training "
+                   "compute at --epochs: vanilla, the deep ensemble and --compute-methods are also trained for it (0: none)")
+    b.add_argument('--compute-methods', default=','.join(COMPUTE_MATCHED), help="methods trained at the equal-compute budget")
+    _common(b, epochs=None)
     s = sub.add_parser('show', help="picture of what a method does to a batch (PNG)")
     s.add_argument('--method', default='cutmixmo', help=f"one of: {names}")
     s.add_argument('--n', type=int, default=8, help="images shown")
@@ -192,16 +199,17 @@ def main(argv=None):
         if args.command == 'train':
             out = args.out or f'models/{args.method}.pkl'
             _, res = train(args.method, args.epochs, args.lr, args.seed, args.width, args.bs, args.size, out,
-                           args.arch, args.data)
+                           args.arch, args.data, task=args.task)
             print(f"saved the exported learner to {out} (load it with fastai's load_learner)")
             for row, r in res.items(): print(_fmt(row, r))
         elif args.command == 'bench':
             df = run_bench(args.methods, args.seeds, args.epochs, args.lr, args.arch, args.width, args.bs, args.size,
-                           args.data, args.out, args.rounds, args.steps)
+                           args.data, args.out, args.rounds, args.steps, task=args.task, compute=args.compute,
+                           compute_methods=args.compute_methods)
             print(markdown_table(df))
         elif args.command == 'show':
             out = args.out or f'show_{args.method}.png'
-            show_mixing(args.method, args.n, args.seed, out, args.data, args.size, args.bs, args.arch, args.width)
+            show_mixing(args.method, args.n, args.seed, out, args.data, args.size, args.bs, args.arch, args.width, args.task)
             print(f"saved {out}")
     except (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         msg = str(e).strip().splitlines()

@@ -1,4 +1,4 @@
-"""fastai `DataLoaders` on data that ships inside an installed package: scikit-learn's handwritten digits.
+"""fastai `DataLoaders` on data that ships inside an installed package: scikit-learn's handwritten digits, and a harder distorted variant of them.
 
 Docs: https://mixmo-fastai.github.io/mixmo_fastai/data.html.md"""
 
@@ -6,11 +6,14 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #5567d86b
 from __future__ import annotations
+import functools
 import numpy as np
 from fastai.vision.all import *
 
+
 # %% auto #0
-__all__ = ['digits_arrays', 'digits_split', 'digits_block', 'digits_dls', 'digits_net']
+__all__ = ['digits_arrays', 'digits_split', 'digits_block', 'digits_dls', 'digits_net', 'distort_digits', 'hard_digits_arrays',
+           'hard_digits_block', 'hard_digits_dls']
 
 # %% ../nbs/02_data.ipynb #11938f2a
 def digits_arrays()->tuple[np.ndarray, np.ndarray]:
@@ -43,6 +46,26 @@ class _DigitLabel:
     def __init__(self, labels): self.labels = labels
     def __call__(self, i): return int(self.labels[i])
 
+# %% ../nbs/02_data.ipynb #45d940b7
+def _images_block(images, labels, valid, size=None, channels=1, batch_tfms=None, stats_images=None)->DataBlock:
+    "A `DataBlock` over `uint8` images `(N, H, W)`, items being indices, `valid` the validation indices"
+    if channels not in (1, 3): raise ValueError(f"channels must be 1 or 3, got {channels}")
+    image_cls = PILImage if channels == 3 else PILImageBW
+    # per-channel statistics of the (training) images
+    ref = images if stats_images is None else stats_images
+    stats = ([ref.mean()/255]*channels, [ref.std()/255]*channels)
+    return DataBlock(
+        blocks=(ImageBlock(cls=image_cls), CategoryBlock(vocab=list(range(10)))),
+        get_items=partial(_range_items, len(images)),
+        get_x=_DigitImage(images, channels == 3),
+        get_y=_DigitLabel(labels),
+        splitter=IndexSplitter(valid),
+        item_tfms=Resize(size, method=ResizeMethod.Squish) if size else None,
+        batch_tfms=[*L(batch_tfms), Normalize.from_stats(*stats)])
+
+def _range_items(n, _): return list(range(n))
+
+
 # %% ../nbs/02_data.ipynb #564f7af8
 def digits_block(
     size:int=None, # Resize the 8x8 images to `size` x `size` (None keeps 8x8)
@@ -52,20 +75,10 @@ def digits_block(
     batch_tfms=None, # Extra batch transforms (augmentation), applied before normalisation
 )->DataBlock:
     "A `DataBlock` over the scikit-learn digits, items being indices into the data set"
-    if channels not in (1, 3): raise ValueError(f"channels must be 1 or 3, got {channels}")
     images, labels = digits_arrays()
-    train, valid = digits_split(len(images), valid_pct, seed)
-    image_cls = PILImage if channels == 3 else PILImageBW
-    # statistics of the scaled digits, per channel
-    stats = ([images.mean()/255]*channels, [images.std()/255]*channels)
-    return DataBlock(
-        blocks=(ImageBlock(cls=image_cls), CategoryBlock(vocab=list(range(10)))),
-        get_items=lambda _: list(range(len(images))),
-        get_x=_DigitImage(images, channels == 3),
-        get_y=_DigitLabel(labels),
-        splitter=IndexSplitter(valid),
-        item_tfms=Resize(size, method=ResizeMethod.Squish) if size else None,
-        batch_tfms=[*L(batch_tfms), Normalize.from_stats(*stats)])
+    _, valid = digits_split(len(images), valid_pct, seed)
+    return _images_block(images, labels, valid, size, channels, batch_tfms)
+
 
 # %% ../nbs/02_data.ipynb #5114d351
 def digits_dls(
@@ -95,3 +108,79 @@ def digits_net(
         ResBlock(1, width, 2*width, stride=2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(2*width, n_out))
+
+# %% ../nbs/02_data.ipynb #8540fd6c
+def distort_digits(
+    images:np.ndarray, # `uint8` images `(N, H, W)`
+    rng:np.random.Generator, # Draws every random choice (a private generator keeps the global RNGs untouched)
+    rotate:float=20., # Maximum rotation, degrees
+    scale:tuple=(0.8, 1.1), # Range of the zoom factor
+    shear:float=0.2, # Maximum shear
+    shift:float=0.15, # Maximum translation, as a fraction of the half-width
+    noise:float=0.12, # Standard deviation of the Gaussian pixel noise (grey range 0..1)
+    occlude_prob:float=0.3, # Probability of hiding a square of the image
+    occlude:int=3, # Side of that square, pixels
+    work_size:int=16, # The affine distortion is applied at this size, then averaged back
+)->np.ndarray:
+    "Randomly distorted, noisy and occluded copies of `images`, same shape and dtype"
+    n, h, w = images.shape
+    x = torch.tensor(images, dtype=torch.float32)[:, None] / 255
+    x = F.interpolate(x, size=(work_size, work_size), mode='bilinear', align_corners=False)
+    th, s = np.deg2rad(rng.uniform(-rotate, rotate, n)), rng.uniform(*scale, n)
+    sh, (tx, ty) = rng.uniform(-shear, shear, n), rng.uniform(-shift, shift, (2, n))
+    theta = np.zeros((n, 2, 3), np.float32)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = np.cos(th)/s, -np.sin(th)/s + sh, tx
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = np.sin(th)/s, np.cos(th)/s, ty
+    grid = F.affine_grid(torch.tensor(theta), list(x.shape), align_corners=False)
+    x = F.adaptive_avg_pool2d(F.grid_sample(x, grid, align_corners=False), (h, w))[:, 0]
+    x = x + torch.tensor(rng.normal(0, noise, x.shape), dtype=torch.float32)
+    for i in np.nonzero(rng.random(n) < occlude_prob)[0]:
+        r, c = rng.integers(0, h - occlude + 1), rng.integers(0, w - occlude + 1)
+        x[i, r:r+occlude, c:c+occlude] = float(rng.uniform(0, 1))
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+# %% ../nbs/02_data.ipynb #718af6ed
+@functools.lru_cache(maxsize=4)
+def hard_digits_arrays(
+    n_per_class:int=60, # Training images per class, drawn from the digits' fixed training split
+    valid_copies:int=3, # Distorted copies of each held-out digit in the validation set
+    seed:int=0, # Seed of every random choice
+)->tuple:
+    "Train images and labels, validation images and labels of the hard digits (cached: arrays are shared, do not modify)"
+    images, labels = digits_arrays()
+    train, valid = map(np.array, digits_split(len(images)))
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.permutation(train[labels[train] == c])[:n_per_class] for c in range(10)]))
+    x_train, y_train = distort_digits(images[keep], rng), labels[keep]
+    x_valid = np.concatenate([distort_digits(images[valid], rng) for _ in range(valid_copies)])
+    return x_train, y_train, x_valid, np.tile(labels[valid], valid_copies)
+
+
+# %% ../nbs/02_data.ipynb #07669a7b
+def hard_digits_block(
+    size:int=None, # Resize the 8x8 images to `size` x `size` (None keeps 8x8)
+    channels:int=1, # 1 for grey images, 3 for RGB
+    n_per_class:int=60, # Training images per class
+    seed:int=0, # Seed of the selection and of the distortions
+    batch_tfms=None, # Extra batch transforms (augmentation), applied before normalisation
+)->DataBlock:
+    "A `DataBlock` over the hard digits: few, distorted, noisy and occluded training images; a fixed validation set"
+    x_train, y_train, x_valid, y_valid = hard_digits_arrays(n_per_class, seed=seed)
+    images, labels = np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid])
+    return _images_block(images, labels, list(range(len(x_train), len(images))), size, channels, batch_tfms, x_train)
+
+def hard_digits_dls(
+    bs:int=64, # Batch size
+    size:int=None, # Resize the 8x8 images to `size` x `size` (None keeps 8x8)
+    channels:int=1, # 1 for grey images, 3 for RGB
+    n_per_class:int=60, # Training images per class
+    seed:int=0, # Seed of the selection and of the distortions
+    batch_tfms=None, # Extra batch transforms (augmentation)
+    device='cpu', # Where batches go
+    **kwargs # Passed to `DataBlock.dataloaders`
+)->DataLoaders:
+    "fastai `DataLoaders` over the hard digits (600 training images, 1,077 validation images): nothing is downloaded"
+    dblock = hard_digits_block(size, channels, n_per_class, seed, batch_tfms)
+    return dblock.dataloaders(None, bs=bs, device=device, num_workers=kwargs.pop('num_workers', 0), **kwargs)
+

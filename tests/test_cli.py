@@ -77,7 +77,7 @@ def test_train_on_a_folder_of_images(cli, tmp_path):
 def test_bench_tiny(cli, tmp_path):
     out = tmp_path/'bench'
     r = cli('bench', '--methods', 'vanilla,cutmixmo,ensemble2', '--seeds', '1', '--epochs', '1', '--width', '16',
-            '--rounds', '2', '--steps', '2', '--out', str(out))
+            '--rounds', '2', '--steps', '2', '--out', str(out), '--compute', '0')
     assert r.returncode == 0, r.stderr
     for f in ('results.md', 'results.csv', 'runs.csv', 'accuracy_nll.png', 'reliability.png'): assert (out/f).exists(), f
     rows = list(csv.DictReader(open(out/'results.csv')))
@@ -87,6 +87,27 @@ def test_bench_tiny(cli, tmp_path):
     assert len(by['cutmixmo']['member_accuracy'].split('/')) == 2
     assert float(by['ensemble2']['disagreement']) >= 0
     assert '| cutmixmo |' in r.stdout
+
+def test_bench_task_and_equal_compute(cli, tmp_path):
+    "The hard task, and each method also at the compute of two vanilla trainings"
+    out = tmp_path/'bench'
+    r = cli('bench', '--task', 'hard_digits', '--methods', 'vanilla,mimo,ensemble2', '--compute-methods', 'mimo',
+            '--seeds', '2', '--epochs', '1', '--width', '8', '--rounds', '2', '--steps', '2', '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out/'results.csv')))
+    assert [row['label'] for row in rows] == ['vanilla', 'mimo', 'vanilla @ compute ×2', 'ensemble2 @ compute ×2', 'mimo @ compute ×2']
+    by = {row['label']: row for row in rows}
+    assert by['vanilla @ compute ×2']['epochs'] == '2' and float(by['ensemble2 @ compute ×2']['compute']) == 2.0
+    # each budget has its own vanilla reference: the difference is to it
+    for label, ref in (('mimo', 'vanilla'), ('mimo @ compute ×2', 'vanilla @ compute ×2')):
+        assert abs(float(by[label]['d_accuracy']) - (float(by[label]['accuracy']) - float(by[ref]['accuracy']))) < 1e-9
+    runs = list(csv.DictReader(open(out/'runs.csv')))
+    assert len(runs) == 2 * len(rows)
+    assert 'vs vanilla, same budget' in r.stdout and 'Welch' in r.stdout
+
+def test_help_lists_tasks(cli):
+    r = cli('bench', '--help')
+    assert r.returncode == 0 and 'hard_digits' in r.stdout and 'digits:' in r.stdout
 
 def test_show_saves_a_png(cli, tmp_path):
     out = tmp_path/'show.png'
