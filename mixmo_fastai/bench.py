@@ -85,6 +85,8 @@ METHODS = {
     'linear_mixmo': Method("LinearMixMo(): two members, linear mixing of their encoded inputs", _Callbacks('mixmo', 'LinearMixMo')),
     'cutmixmo': Method("CutMixMo(): two members, CutMix-style mixing of their encoded inputs", _Callbacks('mixmo', 'CutMixMo')),
     'cutmixmo_cutmix': Method("CutMixMo() with CutMix on each member's input", _Callbacks('mixmo', 'CutMixMo', input_mix='cutmix')),
+    'cutmixmo_k0': Method("CutMixMo(keep_frac=0): every member reads its own permutation of the batch (the default before 0.5)",
+                          _Callbacks('mixmo', 'CutMixMo', keep_frac=0.)),
     'lines': Method("LinesSubspace(): a line of networks, evaluated at its midpoint and as its endpoints' ensemble",
                     _Callbacks('subspace', 'LinesSubspace'),
                     evals={'lines_midpoint': _lines_at(0.5), 'lines_ensemble': _lines_at(0., 1.)}),
