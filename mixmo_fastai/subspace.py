@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-from .callback import check_finite_batch
+from .callback import check_finite_batch, _fresh_copy
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
@@ -61,14 +61,14 @@ def convertible(m:nn.Module)->bool:
     return isinstance(m, (*_conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
 
 def _new_point(m:nn.Module, shared_stats:bool)->nn.Module:
-    "A copy of `m` initialised the way `m` initialises itself; BatchNorm copies drop their running statistics"
+    "A new control point like `m`: BatchNorm ones/zeros without running statistics, other layers drawn afresh at `m`'s scale"
+    if not isinstance(m, _BatchNorm):
+        if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+        return _fresh_copy(m)
     new = deepcopy(m)
-    if isinstance(m, _BatchNorm):
-        if new.affine: nn.init.ones_(new.weight); nn.init.zeros_(new.bias)
-        if shared_stats:
-            for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
-    elif hasattr(new, 'reset_parameters'): new.reset_parameters()
-    else: raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+    if new.affine: nn.init.ones_(new.weight); nn.init.zeros_(new.bias)
+    if shared_stats:
+        for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
     return new
 
 # %% ../nbs/30_subspace.ipynb #e2e882cc
