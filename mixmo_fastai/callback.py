@@ -7,6 +7,7 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/callback.html.md"""
 # %% ../nbs/01_callback.ipynb #65fce09c
 from __future__ import annotations
 from fastai.basics import *
+from copy import deepcopy
 from fastai.callback.mixup import reduce_loss, MixHandler
 from fastai.callback.schedule import LRFinder
 from .mixing import *
@@ -37,6 +38,21 @@ def check_finite_batch(
             raise ValueError(f"{who}: input {i} of this training batch holds non-finite values (nan/inf); mixing would "
                 "spread them to other samples and the optimizer step into every weight. Clean or drop those items "
                 "(e.g. with a transform or by filtering the items) before training")
+
+# %% ../nbs/01_callback.ipynb #c9e5aa0a
+def _fresh_copy(m:nn.Module)->nn.Module:
+    "A copy of `m` re-initialised by its layers' `reset_parameters`, each parameter at the scale of `m`'s"
+    new = deepcopy(m)
+    for old_sub, sub in zip(m.modules(), new.modules()):
+        if not hasattr(sub, 'reset_parameters'): continue
+        sub.reset_parameters()
+        with torch.no_grad():
+            for p_old, p in zip(old_sub.parameters(recurse=False), sub.parameters(recurse=False)):
+                if p.numel() < 2 or p.std() == 0: continue  # constant inits (norm layers' ones/zeros) stay
+                # fastai/timm initialise with other laws than PyTorch's default: keep the original's scale
+                if p_old.std() == 0: p.copy_(p_old)
+                else: p.mul_(p_old.std() / p.std())
+    return new
 
 # %% ../nbs/01_callback.ipynb #638fa633
 class MixingCallback(Callback):

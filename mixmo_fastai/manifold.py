@@ -95,11 +95,11 @@ def _n_batch_tensors(out, bs:int)->int:
 # %% ../nbs/10_manifold.ipynb #f5d29baf
 _MIN_ALPHA = 1e-3
 
-def _check_alpha(alpha, who:str):
+def _check_alpha(alpha, who:str, name:str='alpha'):
     "Refuse an `alpha` that is not a finite number >= 0"
     try: ok = math.isfinite(float(alpha)) and float(alpha) >= 0
     except (TypeError, ValueError): ok = False
-    if not ok: raise ValueError(f"{who}: alpha must be a finite number >= 0 (0 means no mixing), got {alpha!r}")
+    if not ok: raise ValueError(f"{who}: {name} must be a finite number >= 0 (0 means no mixing), got {alpha!r}")
 
 def _check_module_list(model:nn.Module, module_list, who:str):
     "Refuse `module_list` entries that are not modules inside `model`"
@@ -340,12 +340,13 @@ class PatchUp(_SiteMixing):
         block_size:int=7, # Side of the square blocks (reduced to the map on smaller maps)
         gamma:float=None, # Target fraction of the maps in blocks; None: 0.5 (hard), 0.75 (soft)
         prob:float=None, # Probability that a batch is mixed; None: 0.7 (hard), 1.0 (soft)
-        alpha:float=2., # `Beta(alpha, alpha)` of the soft interpolation and of the input CutMix
+        alpha:float=2., # `Beta(alpha, alpha)` of the soft interpolation
         use_input_mixup:bool=True, # The input is a site (site 0: CutMix) too
         module_list:list=None, # Explicit sites; `None` chooses them by class (see `mixing_sites`)
         per_sample:bool=False, # One mask per sample instead of one per batch (official code)
+        cutmix_alpha:float=1., # `Beta(cutmix_alpha, cutmix_alpha)` of the input CutMix's box area (official: 1)
     ):
-        _check_alpha(alpha, type(self).__name__)
+        _check_alpha(alpha, type(self).__name__); _check_alpha(cutmix_alpha, type(self).__name__, 'cutmix_alpha')
         if patchup_type not in ('hard', 'soft'): raise ValueError(f"patchup_type must be 'hard' or 'soft', got {patchup_type!r}")
         hard = patchup_type == 'hard'
         gamma = ifnone(gamma, 0.5 if hard else 0.75)
@@ -359,10 +360,10 @@ class PatchUp(_SiteMixing):
         "CutMix: a box of the permuted batch pasted into the inputs"
         x = self.learn.xb[0]
         n = x.shape[0] if self.per_sample else 1
-        lam = sample_lam(self.alpha, (n,), x.device)
+        lam = sample_lam(self.cutmix_alpha, (n,), x.device)
         box, area = box_mask(lam, x.shape[2:], device=x.device)
         self.learn.xb = tuple(mix(xi, xi[self.perm], spatial_mask_for(1 - box, xi)) for xi in self.learn.xb)
-        self._scale = 1.
+        self._scale = 2.  # the same three-term loss as a hidden site, u = 1 - box area (official main.py)
         self.set_mix(1 - area if self.per_sample else 1 - area[0], self.perm)
 
     def _mix_hidden(self, out):
@@ -384,5 +385,5 @@ class PatchUp(_SiteMixing):
         return out
 
     def lf(self, pred, *yb):
-        "CutMix loss at the input; `u*L(y_a) + phi*L(y_b) + L(y_mix)` at a hidden site"
+        "`u*L(y_a) + phi*L(y_b) + L(y_mix)`, at the input CutMix site too"
         return self._scale * self.mixed_loss(pred, yb, self.yb1, self.lam)

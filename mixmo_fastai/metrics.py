@@ -58,15 +58,18 @@ def disagreement(member_logits:Tensor)->float:
     if not pairs: return 0.
     return sum((preds[:, i] != preds[:, j]).float().mean().item() for i, j in pairs) / len(pairs)
 
+def _pair_ratio_errors(wrong_a:Tensor, wrong_b:Tensor)->float:
+    "`(N01+N10)/N00` of two members; with no shared error, the official code's finite `2*(N01+N10)/N`"
+    single, shared = (wrong_a ^ wrong_b).sum().item(), (wrong_a & wrong_b).sum().item()
+    if shared: return single / shared
+    return 2 * single / len(wrong_a) if single else 0.
+
 def ratio_errors(member_logits:Tensor, targs:Tensor)->float:
-    "MixMo's diversity `(N01+N10)/N00`: errors of one member only over errors of both, summed over pairs"
+    "MixMo's diversity `(N01+N10)/N00`: errors of one member only over errors of both, averaged over pairs"
     wrong = member_logits.argmax(-1) != targs[:, None]
-    single = shared = 0
-    for i, j in _pairs(wrong.shape[1]):
-        single += (wrong[:, i] ^ wrong[:, j]).sum().item()
-        shared += (wrong[:, i] & wrong[:, j]).sum().item()
-    if single == 0: return 0.
-    return single / shared if shared else float('inf')
+    pairs = _pairs(wrong.shape[1])
+    if not pairs: return 0.
+    return sum(_pair_ratio_errors(wrong[:, i], wrong[:, j]) for i, j in pairs) / len(pairs)
 
 # %% ../nbs/40_metrics.ipynb #ac6aad48
 def ensemble_outputs(learn)->tuple[Tensor, Tensor|None]:

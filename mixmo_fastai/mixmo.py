@@ -10,7 +10,7 @@ import math
 from fastai.basics import *
 from .mixing import *
 from .callback import *
-from copy import deepcopy
+from .callback import _fresh_copy
 
 # %% auto #0
 __all__ = ['mixmo_box_prob', 'mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'seen_fraction', 'MixMoEncoder',
@@ -94,18 +94,6 @@ class _MixMoState:
     def __init__(self): self.masks,self.split,self.member_logits = None,False,None
     # tensors of the last batch are never pickled (export, deepcopy)
     def __getstate__(self): return {'masks':None, 'split':False, 'member_logits':None}
-
-def _fresh_copy(m:nn.Module)->nn.Module:
-    "A copy of `m` re-initialised the way its layers initialise themselves, at the scale of `m`'s weights"
-    new = deepcopy(m)
-    for old_sub, sub in zip(m.modules(), new.modules()):
-        if not hasattr(sub, 'reset_parameters'): continue
-        sub.reset_parameters()
-        w_old, w = getattr(old_sub, 'weight', None), getattr(sub, 'weight', None)
-        # fastai/timm initialise convolutions with other laws than PyTorch's default: keep the original scale
-        if isinstance(w, Tensor) and w.ndim > 1 and w.numel() > 1:
-            with torch.no_grad(): w.mul_(w_old.std() / w.std().clamp_min(1e-12))
-    return new
 
 # %% ../nbs/20_mixmo.ipynb #e29af38c
 class MixMoEncoder(Module):

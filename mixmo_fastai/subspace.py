@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-from .callback import check_finite_batch
+from .callback import check_finite_batch, _fresh_copy
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
@@ -20,21 +20,20 @@ __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', '
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
 class SubspaceLine:
     "The segment between two endpoints: point `alpha` weighs them `(1-alpha, alpha)`"
-    n_points,reg_pairs = 2,((0, 1),)
+    n_points = 2
     def coeffs(self, alpha): return (1. - float(alpha), float(alpha))
     def sample(self, n:int=1): return torch.rand(n).tolist()
     def __repr__(self): return f'{type(self).__name__}()'
 
 class SubspaceBezier(SubspaceLine):
     "Quadratic Bezier curve from endpoint 0 to endpoint 1 through the trainable control point 2"
-    n_points,reg_pairs = 3,((0, 1),)
+    n_points = 3
     def coeffs(self, t):
         t = float(t)
         return ((1-t)**2, t**2, 2*t*(1-t))
 
 class SubspaceSimplex:
     "The simplex spanned by `n_points` corners: a point is a vector of `n_points` weights summing to 1"
-    reg_pairs = property(lambda self: tuple((i, j) for i in range(self.n_points) for j in range(i+1, self.n_points)))
     def __init__(self, n_points:int=3):
         if n_points < 2: raise ValueError(f"A simplex needs at least 2 corners, got n_points={n_points}")
         self.n_points = n_points
@@ -47,6 +46,12 @@ class SubspaceSimplex:
         e = -torch.rand(n, self.n_points).clamp_min(1e-12).log()
         return list(e / e.sum(1, keepdim=True))
     def __repr__(self): return f'{type(self).__name__}({self.n_points})'
+
+def _all_pairs(n:int)->tuple: return tuple((i, j) for i in range(n) for j in range(i+1, n))
+
+def _random_pair(n:int)->tuple:
+    "Two distinct control points out of `n`, drawn uniformly with torch's RNG (nothing is drawn for a line)"
+    return (0, 1) if n == 2 else tuple(sorted(torch.randperm(n)[:2].tolist()))
 
 # %% ../nbs/30_subspace.ipynb #ff45ee24
 _conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -61,14 +66,14 @@ def convertible(m:nn.Module)->bool:
     return isinstance(m, (*_conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
 
 def _new_point(m:nn.Module, shared_stats:bool)->nn.Module:
-    "A copy of `m` initialised the way `m` initialises itself; BatchNorm copies drop their running statistics"
+    "A new control point like `m`: BatchNorm ones/zeros without running statistics, other layers drawn afresh at `m`'s scale"
+    if not isinstance(m, _BatchNorm):
+        if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+        return _fresh_copy(m)
     new = deepcopy(m)
-    if isinstance(m, _BatchNorm):
-        if new.affine: nn.init.ones_(new.weight); nn.init.zeros_(new.bias)
-        if shared_stats:
-            for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
-    elif hasattr(new, 'reset_parameters'): new.reset_parameters()
-    else: raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+    if new.affine: nn.init.ones_(new.weight); nn.init.zeros_(new.bias)
+    if shared_stats:
+        for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
     return new
 
 # %% ../nbs/30_subspace.ipynb #e2e882cc
@@ -175,15 +180,18 @@ def sample_point(
     for i, l in enumerate(layers): l.coeffs = space.coeffs(pts[i if layerwise else 0])
 
 # %% ../nbs/30_subspace.ipynb #058b4391
-def subspace_cos2(model:nn.Module)->Tensor:
-    "Sum over the space's pairs of control points of `cos^2` between their concatenated conv/linear weights"
+def subspace_cos2(
+    model:nn.Module, # A model converted by `to_subspace`
+    pairs:list=None, # Pairs of control points, e.g. `[(0, 2)]` (default: every pair)
+)->Tensor:
+    "Sum over `pairs` of control points of `cos^2` between their concatenated conv/linear weights"
     layers = [l for l in subspace_layers(model) if _is_weight_layer(l.layer)]
     if not layers: return tensor(0.)
-    space = layers[0].space
-    ws = [[l.points[k].weight for l in layers] for k in range(space.n_points)]
+    pairs = ifnone(pairs, _all_pairs(layers[0].space.n_points))
+    ws = [[l.points[k].weight for l in layers] for k in range(layers[0].space.n_points)]
     dot = lambda a, b: sum((wa * wb).sum() for wa, wb in zip(a, b))
-    norms = [dot(w, w) for w in ws]
-    return sum(dot(ws[i], ws[j])**2 / (norms[i] * norms[j]) for i, j in space.reg_pairs)
+    norms = {k: dot(ws[k], ws[k]) for k in {k for pair in pairs for k in pair}}
+    return sum(dot(ws[i], ws[j])**2 / (norms[i] * norms[j]) for i, j in pairs)
 
 # %% ../nbs/30_subspace.ipynb #55c52ac1
 def _train_pass(dls):
@@ -287,6 +295,13 @@ def _in_lr_find(learn)->bool:
     from fastai.callback.schedule import LRFinder
     return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
+def _check_reg_pairs(reg_pairs, n:int):
+    if isinstance(reg_pairs, str) and reg_pairs in ('random', 'all'): return
+    ok = is_listy(reg_pairs) and len(reg_pairs) > 0 and all(
+        is_listy(p) and len(p) == 2 and all(isinstance(k, int) and 0 <= k < n for k in p) and p[0] != p[1] for p in reg_pairs)
+    if not ok: raise ValueError(f"reg_pairs must be 'random' (one random pair of control points per step, as the official "
+        f"code), 'all' (every pair) or a list of pairs of distinct control points 0..{n-1} such as [(0, 1)]; got {reg_pairs!r}")
+
 class SubspaceCallback(Callback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
     def __init__(self,
@@ -296,9 +311,11 @@ class SubspaceCallback(Callback):
         eval_point=0.5, # Where `validate`/`get_preds` evaluate
         ensemble_points:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
+        reg_pairs='random', # Penalised pairs of control points: 'random' (one per step, official), 'all', or fixed pairs like `[(0, 1)]`
     ):
         store_attr()
         self.space,self.bn_states = ifnone(space, SubspaceLine()),None
+        _check_reg_pairs(reg_pairs, self.space.n_points)
 
     @property
     def points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
@@ -340,9 +357,14 @@ class SubspaceCallback(Callback):
 
     def after_loss(self):
         if not self.training or not self.beta or not len(self.learn.yb): return
-        self.reg = self.beta * subspace_cos2(self.learn.model)
+        self.reg = self.beta * subspace_cos2(self.learn.model, self._reg_pairs())
         self.learn.loss_grad = self.learn.loss_grad + self.reg
         self.learn.loss = self.learn.loss + self.reg.detach()
+
+    def _reg_pairs(self):
+        "The pairs of control points penalised at this step"
+        if self.reg_pairs == 'random': return [_random_pair(self.space.n_points)]
+        return None if self.reg_pairs == 'all' else self.reg_pairs
 
     def before_validate(self):
         if self.trained and self.bn_update and not self.bn_fresh and self.epoch == self.n_epoch-1: self.update_bn()
@@ -424,26 +446,28 @@ class LinesSubspace(SubspaceCallback):
 class CurvesSubspace(SubspaceCallback):
     "Train a quadratic Bezier curve of networks whose middle control point is trained too"
     def __init__(self,
-        beta:float=1., # Weight of the cos^2 penalty between the endpoints
+        beta:float=1., # Weight of the cos^2 penalty between control points
         layerwise:bool=False, # Draw one t per layer instead of one for the whole network
         eval_t:float=0.5, # Where `validate`/`get_preds` evaluate
         ensemble_ts:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
+        reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
     ):
-        super().__init__(SubspaceBezier(), beta, layerwise, eval_t, ensemble_ts, bn_update)
+        super().__init__(SubspaceBezier(), beta, layerwise, eval_t, ensemble_ts, bn_update, reg_pairs)
 
 class SimplexSubspace(SubspaceCallback):
     "Train a simplex of networks with `n_points` corners; a point is drawn uniformly on it for each batch"
     def __init__(self,
         n_points:int=3, # Number of corners
-        beta:float=1., # Weight of the cos^2 penalty, summed over every pair of corners
+        beta:float=1., # Weight of the cos^2 penalty between corners
         layerwise:bool=False, # Draw one point per layer instead of one for the whole network
         eval_point:list=None, # Where `validate`/`get_preds` evaluate (default: the centre)
         ensemble_points:list=None, # Evaluate the mean logits of these points instead (e.g. the corners)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
+        reg_pairs='random', # Penalised pairs of corners: 'random' (one per step, official), 'all', or e.g. `[(0, 1)]`
     ):
         eval_point = ifnone(eval_point, [1/n_points]*n_points)
-        super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update)
+        super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs)
 
     @staticmethod
     def corners(n_points:int=3)->list:
