@@ -172,6 +172,21 @@ def _find(model, name, kind, first):
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
     return (found[0] if first else found[-1]) if found else (None, None)
 
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+_ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU, nn.PReLU, nn.Tanh)
+
+def _stem_norm(model, enc_name)->list:
+    "Names of the norm layer that directly follows `enc_name` among its siblings, and of the activation after it (unless the norm applies it, as timm's `BatchNormAct2d`)"
+    parent_name, _, child = enc_name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    names = list(parent._modules)
+    if child not in names: return []
+    nxt = [(n, parent._modules[n]) for n in names[names.index(child)+1:][:2]]
+    if not nxt or not isinstance(nxt[0][1], _NORMS): return []
+    fused = isinstance(getattr(nxt[0][1], 'act', None), nn.Module) and not isinstance(nxt[0][1].act, nn.Identity)
+    take = nxt[:1] if fused or len(nxt) < 2 or not isinstance(nxt[1][1], _ACTS) else nxt
+    return [f"{parent_name}.{n}" if parent_name else n for n, _ in take]
+
 def mixmo_parts(model:nn.Module)->tuple:
     "The `MixMoEncoder` and `MixMoHead` of a converted model (`None`s if it is not converted)"
     model = getattr(model, 'module', model)  # DDP/Accelerate wrappers
@@ -180,12 +195,32 @@ def mixmo_parts(model:nn.Module)->tuple:
     return enc, head
 
 # %% ../nbs/20_mixmo.ipynb #eeb65f32
+def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->list:
+    "Convert `model` (unwrapped) in place; returns the `(name, module)` pairs it replaced, in the order to put them back"
+    enc_name, enc = _find(model, encoder, _CONVS, first=True)
+    if enc is None: raise ValueError(
+        f"MixMo found no convolution in {type(model).__name__} to copy into member encoders: pass `encoder=` the name "
+        f"of the layer whose output is mixed (names start with {_module_names(model)})")
+    head_name, hd = _find(model, head, nn.Linear, first=False)
+    if hd is None or not isinstance(hd, nn.Linear): raise ValueError(
+        f"MixMo needs a final nn.Linear in {type(model).__name__} to split into member heads: pass `head=` its name "
+        f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {_module_names(model)})")
+    norm = _stem_norm(model, enc_name) if encoder_norm else []
+    replaced = [(enc_name, enc), (head_name, hd)] + [(n, model.get_submodule(n)) for n in norm]
+    layer = nn.Sequential(enc, *[m for _, m in replaced[2:]]) if norm else enc
+    for n in norm: _set_module(model, n, nn.Identity())
+    state = _MixMoState()
+    _set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
+    _set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
+    return replaced
+
 def mixmo_model(
     model:nn.Module, # A classification network: converted in place
     n_members:int=2, # M
     encoder:str=None, # Name of the layer whose output is mixed (default: the first convolution)
     head:str=None, # Name of the final `nn.Linear` (default: the last `nn.Linear`)
     ensemble:str='logits', # Ensemble rule at inference: 'logits' or 'probs'
+    encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
 )->nn.Module:
     "Turn `model` into a MixMo network with `n_members` encoders and heads (in place; a converted model is returned as it is)"
     if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
@@ -195,18 +230,9 @@ def mixmo_model(
         if enc.n_members != n_members: raise ValueError(f"Model already converted with {enc.n_members} members, not {n_members}")
         hd.ensemble = ensemble
         return model
-    enc_name, enc = _find(inner, encoder, _CONVS, first=True)
-    if enc is None: raise ValueError(
-        f"MixMo found no convolution in {type(inner).__name__} to copy into member encoders: pass `encoder=` the name "
-        f"of the layer whose output is mixed (names start with {_module_names(inner)})")
-    head_name, hd = _find(inner, head, nn.Linear, first=False)
-    if hd is None or not isinstance(hd, nn.Linear): raise ValueError(
-        f"MixMo needs a final nn.Linear in {type(inner).__name__} to split into member heads: pass `head=` its name "
-        f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {_module_names(inner)})")
-    state = _MixMoState()
-    _set_module(inner, enc_name, MixMoEncoder(enc, n_members, state))
-    _set_module(inner, head_name, MixMoHead(hd, n_members, ensemble, state))
+    _mixmo_convert(inner, n_members, encoder, head, ensemble, encoder_norm)
     return model
+
 
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
 class MixMo(MixingCallback):
@@ -225,6 +251,7 @@ class MixMo(MixingCallback):
         decay_start:float=11/12, # Where the box probability starts decaying
         encoder:str=None, # Name of the layer copied into encoders (default: the first convolution)
         head:str=None, # Name of the final `nn.Linear` (default: the last one)
+        encoder_norm:bool=True, # Members' encoders include the norm (and activation) right after the encoder convolution
     ):
         if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
         if ensemble not in ('logits', 'probs'): raise ValueError(f"ensemble must be 'logits' or 'probs', got {ensemble!r}")
@@ -283,26 +310,21 @@ class MixMo(MixingCallback):
     def _convert(self, reset_opt=False):
         "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
         inner = getattr(self.learn.model, 'module', self.learn.model)
-        fresh = mixmo_parts(inner)[0] is None
-        if fresh:
-            enc_name, enc = _find(inner, self.encoder, _CONVS, first=True)
-            head_name, hd = _find(inner, self.head, nn.Linear, first=False)
-        mixmo_model(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble)
-        # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
-        if fresh: self._orig = (enc_name, enc, head_name, hd)
+        if mixmo_parts(inner)[0] is None:
+            # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
+            self._orig = _mixmo_convert(inner, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
+        else: mixmo_model(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble)
         if reset_opt and self.learn.opt is not None:
             hypers = self.learn.opt.hypers
             self.learn.create_opt()
             for k in hypers[0]: self.learn.opt.set_hyper(k, [h[k] for h in hypers][:len(self.learn.opt.hypers)])
 
     def _unconvert(self):
-        "Put back the original first convolution and final `Linear` (before any training step only)"
+        "Put back the original encoder, its norm layers and the final `Linear` (before any training step only)"
         orig = getattr(self, '_orig', None)
         if orig is None: return
         inner = getattr(self.learn.model, 'module', self.learn.model)
-        enc_name, enc, head_name, hd = orig
-        _set_module(inner, enc_name, enc)
-        _set_module(inner, head_name, hd)
+        for name, m in orig: _set_module(inner, name, m)
         self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
         self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
 
@@ -381,7 +403,10 @@ class MixMo(MixingCallback):
         "Spatial shape of the encoders' output for inputs shaped like `x` (one small forward per input shape)"
         key = tuple(x.shape[1:])
         if key not in self._shapes:
-            with torch.no_grad(): self._shapes[key] = tuple(self.encoders.layers[0](x[:1]).shape[2:])
+            l, mode = self.encoders.layers[0], self.encoders.layers[0].training
+            try:  # in eval mode: one sample must not move the norm layers' running statistics
+                with torch.no_grad(): self._shapes[key] = tuple(l.eval()(x[:1]).shape[2:])
+            finally: l.train(mode)
         return self._shapes[key]
 
     def _masks(self, x):
