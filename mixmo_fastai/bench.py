@@ -6,7 +6,7 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/bench.html.md"""
 
 # %% ../nbs/45_bench.ipynb #e79291e7
 from __future__ import annotations
-import importlib, math, time, statistics
+import importlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
 from .data import digits_dls, hard_digits_dls, digits_net
@@ -178,6 +178,9 @@ def make_learner(
     "A fresh `Learner` for `method` (callbacks given at creation, so that models are converted in `after_create`)"
     m = METHODS[method]
     set_seed(seed, reproducible=True)
+    # fastai's loaders shuffle with their own RNG, drawn when they were created: seed it too, so that a run does
+    # not depend on what ran before it in the process (nor on the process)
+    for dl in dls.loaders: dl.rng = random.Random(seed)
     if m.n_models > 1:
         # trained jointly: only used to time a step (the benchmark trains the members one by one)
         models = [get_model(arch, _n_in(dls), dls.c, width) for _ in range(m.n_models)]
