@@ -114,3 +114,10 @@ def test_show_saves_a_png(cli, tmp_path):
     r = cli('show', '--method', 'cutmixmo', '--n', '4', '--out', str(out))
     assert r.returncode == 0, r.stderr
     assert out.exists() and out.stat().st_size > 1000
+
+def test_train_help_lists_recipes_and_recipe_conflicts_are_one_line(cli):
+    r = cli('train', '--help')
+    assert r.returncode == 0 and 'cutmixmo-hard' in r.stdout and 'lines-hard' in r.stdout
+    r = cli('train', '--recipe', 'cutmixmo-hard', '--epochs', '2')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'drop --epochs' in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
