@@ -79,7 +79,8 @@ class MixingCallback(Callback):
 
     def before_batch(self):
         "No batch is mixed unless the subclass says so; subclasses leave the batch alone when `skip_batch`"
-        self.mixed,self.skip_batch = False,self.in_lr_find
+        # targets hidden by a batch that an exception interrupted are never shown to this one
+        self.mixed,self.skip_batch,self._hidden_yb = False,self.in_lr_find,None
         if self.training: check_finite_batch(self.learn.xb, type(self).__name__)
 
     def after_pred(self):
