@@ -9,14 +9,15 @@ from __future__ import annotations
 import importlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
+from fastai.callback.core import _events
 from .data import digits_dls, hard_digits_dls, digits_net
 from .metrics import *
 
 # %% auto #0
 __all__ = ['METHODS', 'DEFAULT_BENCH', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method',
            'rows_of', 'check_methods', 'Task', 'check_task', 'get_dls', 'get_model', 'make_learner', 'train_method',
-           'evaluate', 'evaluations', 'time_train_steps', 'time_inference', 'interleaved_medians', 'welch_p',
-           'markdown_table', 'run_bench']
+           'evaluate', 'evaluations', 'time_train_steps', 'time_inference', 'interleaved_medians', 'method_callbacks',
+           'time_callback_cost', 'run_timing', 'timing_table', 'welch_p', 'markdown_table', 'run_bench']
 
 # %% ../nbs/45_bench.ipynb #7b908b10
 class DeepEnsemble(nn.Module):
@@ -272,6 +273,122 @@ def interleaved_medians(
             ts = f()
             if r > 0 or n_rounds == 1: times[k] += ts
     return {k: statistics.median(v) for k, v in times.items()}
+
+# %% ../nbs/45_bench.ipynb #936dc5df
+class _OwnClock:
+    "Time spent in the events of `cbs`, and in the forward hooks they register, since the last `reset`"
+    def __init__(self, cbs): self.cbs,self.total,self.inside = list(cbs),0.,False
+    def reset(self): self.total = 0.
+
+    def _timed(self, f):
+        def _f(*args, **kwargs):
+            was, self.inside = self.inside, True
+            t = time.perf_counter()
+            try: return f(*args, **kwargs)
+            finally:
+                if not was: self.total += time.perf_counter() - t
+                self.inside = was
+        return _f
+
+    def _wrap_register(self, orig):
+        "A `register_forward_*hook` whose hooks are timed when a timed event registers them"
+        clock = self
+        def _register(module, hook, *args, **kwargs):
+            return orig(module, clock._timed(hook) if clock.inside else hook, *args, **kwargs)
+        return _register
+
+    def __enter__(self):
+        for cb in self.cbs:
+            for ev in _events:
+                # only the events the callback's class handles (instance attributes shadow the bound methods)
+                if getattr(type(cb), ev, None) is not None: cb.__dict__[ev] = self._timed(getattr(cb, ev))
+        self._saved = nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook
+        nn.Module.register_forward_hook = self._wrap_register(self._saved[0])
+        nn.Module.register_forward_pre_hook = self._wrap_register(self._saved[1])
+        return self
+
+    def __exit__(self, *exc):
+        nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook = self._saved
+        for cb in self.cbs:
+            for ev in _events: cb.__dict__.pop(ev, None)
+
+class _TicCost(_Tic):
+    "`_Tic` that also restarts the count of the callbacks' own time"
+    def __init__(self, clock:_OwnClock): self.clock = clock
+    def before_batch(self): super().before_batch(); self.clock.reset()
+
+class _TocCost(_Toc):
+    "`_Toc` that also records the time spent in the method's callbacks during each step"
+    def __init__(self, n:int, clock:_OwnClock): super().__init__(n); self.clock,self.costs = clock,[]
+    def _record(self):
+        super()._record()
+        self.costs.append(self.clock.total)
+
+def method_callbacks(learn:Learner)->list:
+    "The callbacks of `learn` that a method added (all but fastai's defaults and the progress bar)"
+    defaults_ = (*defaults.callbacks, ProgressCallback, Recorder)
+    return [cb for cb in learn.cbs if not isinstance(cb, defaults_)]
+
+def time_callback_cost(
+    learn:Learner,
+    n:int=5, # Steps
+    lr:float=1e-3,
+)->tuple[list, list]:
+    "Durations of `n` training steps of `learn`, and the time spent in its method's callbacks in each (events and hooks)"
+    clock = _OwnClock(method_callbacks(learn))
+    toc = _TocCost(n, clock)
+    with clock, learn.no_bar(), learn.no_logging(): learn.fit(1, lr, cbs=[_TicCost(clock), toc])
+    return toc.times, toc.costs
+
+def run_timing(
+    methods:list=None, # Method names (default: every method of `METHODS`); vanilla is always timed, as the reference
+    arch:str='digits_net',
+    width:int=32,
+    bs:int=64,
+    size:int=None,
+    data:str=None, # Folder of images with train/ and valid/ (None: the embedded `task`)
+    n_rounds:int=8, # Timing rounds (the first is dropped)
+    steps:int=5, # Steps (batches) timed per method and round
+    log=print, # Progress messages (None: silent)
+    task:str='digits', # Embedded task, a name of `TASKS`
+)->pd.DataFrame:
+    "Step time × vanilla, the callbacks' own time per step, and inference × vanilla of each method, on fresh learners (no training)"
+    methods = check_methods(methods or list(METHODS))
+    methods = ['vanilla'] + [m for m in methods if m != 'vanilla']
+    log = log or noop
+    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3, task=task)
+    learners = {m: make_learner(m, dls, arch, width, 0) for m in methods}
+    costs = {m: [] for m in methods}
+    def _train(m):
+        ts, cs = time_callback_cost(learners[m], steps)
+        costs[m].append(cs)
+        return ts
+    t0 = time.perf_counter()
+    log(f"timing training steps of {len(methods)} methods, {n_rounds} rounds of {steps} steps")
+    step = interleaved_medians({m: partial(_train, m) for m in methods}, n_rounds)
+    log(f"timing inference, {n_rounds} rounds of {steps} batches")
+    infer = interleaved_medians({m: partial(time_inference, learners[m], steps) for m in methods}, n_rounds)
+    rows = []
+    for m in methods:
+        own = [c for cs in (costs[m][1:] if n_rounds > 1 else costs[m]) for c in cs]  # the warm-up round is dropped
+        rows.append(dict(method=m, train_step_ms=1e3*step[m], train_ratio=step[m]/step['vanilla'],
+                         callbacks_ms=1e3*statistics.median(own), infer_batch_ms=1e3*infer[m],
+                         infer_ratio=infer[m]/infer['vanilla']))
+    log(f"done in {time.perf_counter() - t0:.0f} s")
+    return pd.DataFrame(rows)
+
+def timing_table(df:pd.DataFrame)->str:
+    "The result of `run_timing` as a markdown table"
+    lines = ["| method | train step (ms) | train step × vanilla | callbacks' own time per step (ms) | "
+             "inference batch (ms) | inference × vanilla |", '|' + '---|'*6]
+    for _, r in df.iterrows():
+        lines.append(f"| {r['method']} | {r['train_step_ms']:.2f} | {r['train_ratio']:.3f} | {r['callbacks_ms']:.3f} | "
+                     f"{r['infer_batch_ms']:.2f} | {r['infer_ratio']:.3f} |")
+    lines.append("\nMedians over interleaved rounds (the first dropped) on fresh learners. Callbacks' own time: the "
+                 "method's callbacks' events and the forward hooks they register, without the model's forward and "
+                 "backward and fastai's own work; on a GPU it counts launch time, not kernel time.")
+    return '\n'.join(lines)
+
 
 # %% ../nbs/45_bench.ipynb #82c24ef0
 def _mean_std(xs):

@@ -11,6 +11,7 @@ from copy import deepcopy
 from fastai.callback.mixup import reduce_loss, MixHandler
 from fastai.callback.schedule import LRFinder
 from .mixing import *
+from .mixing import _plain, _like
 
 # %% auto #0
 __all__ = ['loss_is_int_target', 'check_finite_batch', 'MixingCallback']
@@ -34,10 +35,14 @@ def check_finite_batch(
 ):
     "Raise a clear error when a floating input of a training batch holds NaN or infinite values"
     for i, x in enumerate(xb):
-        if torch.is_tensor(x) and x.is_floating_point() and not torch.isfinite(x).all():
-            raise ValueError(f"{who}: input {i} of this training batch holds non-finite values (nan/inf); mixing would "
-                "spread them to other samples and the optimizer step into every weight. Clean or drop those items "
-                "(e.g. with a transform or by filtering the items) before training")
+        if not (torch.is_tensor(x) and x.is_floating_point()): continue
+        finite = torch.isfinite(x.as_subclass(Tensor)).all()
+        msg = (f"{who}: input {i} of this training batch holds non-finite values (nan/inf); mixing would "
+               "spread them to other samples and the optimizer step into every weight. Clean or drop those items "
+               "(e.g. with a transform or by filtering the items) before training")
+        # on the CPU the check reads no device; on an accelerator, refusing before the step needs this one read
+        if x.device.type == 'cpu': torch._assert_async(finite, msg)
+        elif not finite: raise ValueError(msg)
 
 # %% ../nbs/01_callback.ipynb #c9e5aa0a
 def _fresh_copy(m:nn.Module)->nn.Module:
@@ -57,7 +62,7 @@ def _fresh_copy(m:nn.Module)->nn.Module:
 # %% ../nbs/01_callback.ipynb #638fa633
 class MixingCallback(Callback):
     "Base of the mixing callbacks: mixed training batches get the mixed loss; `learn.loss_func` is never replaced"
-    order,run_valid,old_lf = -1,False,None
+    order,run_valid,old_lf,_hidden_yb = -1,False,None,None
     def before_fit(self): self._refuse_other_mixers()
 
     def _refuse_other_mixers(self):
@@ -74,20 +79,31 @@ class MixingCallback(Callback):
 
     def before_batch(self):
         "No batch is mixed unless the subclass says so; subclasses leave the batch alone when `skip_batch`"
-        self.mixed,self.skip_batch = False,self.in_lr_find
+        # targets hidden by a batch that an exception interrupted are never shown to this one
+        self.mixed,self.skip_batch,self._hidden_yb = False,self.in_lr_find,None
         if self.training: check_finite_batch(self.learn.xb, type(self).__name__)
 
-    def after_pred(self): pass  # subclasses mix the prediction here (and call `super().after_pred()`)
+    def after_pred(self):
+        "Subclasses mix the prediction here, then call this: a mixed batch's targets are hidden until `after_loss`"
+        self._hide_targets()
+
+    def _hide_targets(self):
+        "Without targets fastai computes no loss: the loss of a mixed batch is computed once, in `after_loss`"
+        if self.training and self.mixed and len(self.learn.yb): self._hidden_yb,self.learn.yb = self.learn.yb,()
+
+    def _show_targets(self):
+        if self._hidden_yb is not None: self.learn.yb,self._hidden_yb = self._hidden_yb,None
 
     def after_loss(self):
-        "Replace the loss of a mixed training batch (fastai computed the original one, which is cheap, and drops it)"
+        "The loss of a mixed training batch (fastai, finding no targets, computed none)"
+        self._show_targets()
         if not (self.training and self.mixed and len(self.learn.yb)): return
         self.learn.loss_grad = self.lf(self.learn.pred, *self.learn.yb)
         self.learn.loss = self.learn.loss_grad.clone()
 
     # cleanup points for subclasses (nothing of the base's outlives a batch)
     def after_train(self): pass
-    def after_cancel_batch(self): pass
+    def after_cancel_batch(self): self._show_targets()
     def after_cancel_train(self): pass
     def after_cancel_fit(self): pass
 
@@ -102,7 +118,7 @@ class MixingCallback(Callback):
     ):
         "Record that this batch is mixed with `lam` against the batch permuted by `perm`"
         self.lam,self.perm,self.mixed = lam,perm,True
-        self.yb1 = tuple(y[perm] for y in self.learn.yb)
+        self.yb1 = tuple(_like(_plain(y)[perm], y) for y in self.learn.yb)
 
     def mixed_loss(self, pred, yb_a, yb_b, lam):
         "The original loss interpolated between target sets `yb_a` (weight `lam`) and `yb_b`"

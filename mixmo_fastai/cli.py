@@ -189,13 +189,17 @@ def _parser():
                    "pay off (sets --method, --task, --epochs): " + "; ".join(f"{k}: {r.doc}" for k, r in RECIPES.items()))
     _common(t)
     b = sub.add_parser('bench', help="methods x seeds: markdown table, CSVs and plots")
-    b.add_argument('--methods', default=','.join(DEFAULT_BENCH), help=f"comma-separated, from: {names}")
+    b.add_argument('--methods', default=None, help=f"comma-separated, from: {names} (default: {','.join(DEFAULT_BENCH)}; "
+                   "with --timing-only, every method)")
     b.add_argument('--seeds', type=int, default=3, help="number of seeds (0, 1, ...)")
     b.add_argument('--out', default='bench_out', help="folder of the results")
     b.add_argument('--rounds', type=int, default=8, help="timing rounds (the first is a warm-up)")
     b.add_argument('--steps', type=int, default=5, help="steps timed per method and round")
     b.add_argument('--compute', type=float, default=2., help="equal-compute budget, a multiple of vanilla's training "
                    "compute at --epochs: vanilla, the deep ensemble and --compute-methods are also trained for it (0: none)")
+    b.add_argument('--timing-only', action='store_true', help="train nothing: print each method's step time × vanilla, "
+                   "its callbacks' own time per step and its inference time × vanilla (medians over --rounds interleaved "
+                   "rounds of --steps batches); writes timing.md and timing.csv to --out")
     b.add_argument('--compute-methods', default=','.join(COMPUTE_MATCHED), help="methods trained at the equal-compute budget")
     _common(b, epochs=None)
     s = sub.add_parser('show', help="picture of what a method does to a batch (PNG)")
@@ -226,6 +230,13 @@ def main(argv=None):
                            args.arch, args.data, task=args.task)
             print(f"saved the exported learner to {out} (load it with fastai's load_learner)")
             for row, r in res.items(): print(_fmt(row, r))
+        elif args.command == 'bench' and args.timing_only:
+            df = run_timing(args.methods, args.arch, args.width, args.bs, args.size, args.data, args.rounds, args.steps,
+                            task=args.task)
+            out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+            df.to_csv(out/'timing.csv', index=False)
+            (out/'timing.md').write_text(timing_table(df) + '\n')
+            print(timing_table(df))
         elif args.command == 'bench':
             df = run_bench(args.methods, args.seeds, args.epochs, args.lr, args.arch, args.width, args.bs, args.size,
                            args.data, args.out, args.rounds, args.steps, task=args.task, compute=args.compute,

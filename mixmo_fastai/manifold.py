@@ -6,11 +6,12 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/manifold.html.md"""
 
 # %% ../nbs/10_manifold.ipynb #c949c650
 from __future__ import annotations
-import inspect
+import inspect, random
 from fastai.basics import *
 from fastai.callback.schedule import SchedCos, SchedLin, SchedNo, SchedExp, SchedPoly, combine_scheds
 from fastai.layers import ResBlock, LinBnDrop
 from .mixing import *
+from .mixing import _plain, _like
 from .callback import *
 
 # %% auto #0
@@ -124,6 +125,9 @@ class _SiteMixing(MixingCallback):
         super().before_fit()
     def before_train(self):
         super().before_train()
+        # the per-batch choices the host makes (site, coin) come from a generator seeded once here from torch's:
+        # reproducible under a seed, and no tensor is read back in a training batch
+        self._rng = random.Random(int(torch.randint(2**62, ())))
         self._remove_hook()
         self._site_mods,self._rule = mixing_sites(self.learn.model, self.module_list)
 
@@ -138,7 +142,7 @@ class _SiteMixing(MixingCallback):
             "wrap modules in ManifoldMixupModule, or set use_input_mixup=True")
         self._alpha = self.current_alpha()  # once per batch: a schedule is evaluated once
         if not self._will_mix(): return
-        k = int(torch.randint(n_sites, ()))
+        k = self._rng.randrange(n_sites)
         self.perm = torch.randperm(self.learn.xb[0].shape[0], device=self.learn.xb[0].device)
         if use_input and k == 0: self._mix_input()
         else:
@@ -181,7 +185,7 @@ class _SiteMixing(MixingCallback):
 
     def __getstate__(self):
         d = self.__dict__.copy()
-        for k in ('_hook_handle', '_hooked', '_site_mods'): d.pop(k, None)
+        for k in ('_hook_handle', '_hooked', '_site_mods', '_rng'): d.pop(k, None)
         return d
 
 # %% ../nbs/10_manifold.ipynb #eaec5474
@@ -202,12 +206,12 @@ class ManifoldMixup(_SiteMixing):
 
     def _mix_input(self):
         lam = self._sample_lam()
-        self.learn.xb = tuple(mix(x, x[self.perm], lam) for x in self.learn.xb)
+        self.learn.xb = tuple(mix(x, _plain(x)[self.perm], lam) for x in self.learn.xb)
         self.set_mix(lam, self.perm)
 
     def _mix_hidden(self, out):
         lam = self._sample_lam()
-        out = _map_batch_tensors(out, lambda h: mix(h, h.index_select(0, self.perm), lam), len(self.perm))
+        out = _map_batch_tensors(out, lambda h: mix(h, _plain(h).index_select(0, self.perm), lam), len(self.perm))
         self.set_mix(lam, self.perm)
         return out
 
@@ -252,7 +256,7 @@ class OutputMixup(MixingCallback):
         lam = sample_lam(alpha, (bs,) if self.per_sample else (), pred.device)
         if self.max_lam: lam = torch.maximum(lam, 1-lam)
         perm = torch.randperm(bs, device=pred.device)
-        self.learn.pred = mix(pred, pred[perm], lam)
+        self.learn.pred = mix(pred, _plain(pred)[perm], lam)
         self.set_mix(lam, perm)
         super().after_pred()
 
@@ -354,7 +358,7 @@ class PatchUp(_SiteMixing):
         store_attr()
 
     def _input_ok(self)->bool: return super()._input_ok() and all(x.ndim >= 3 for x in self.learn.xb)
-    def _will_mix(self)->bool: return bool(torch.rand(()) < self.prob)
+    def _will_mix(self)->bool: return self._rng.random() < self.prob
 
     def _mix_input(self):
         "CutMix: a box of the permuted batch pasted into the inputs"
@@ -362,7 +366,7 @@ class PatchUp(_SiteMixing):
         n = x.shape[0] if self.per_sample else 1
         lam = sample_lam(self.cutmix_alpha, (n,), x.device)
         box, area = box_mask(lam, x.shape[2:], device=x.device)
-        self.learn.xb = tuple(mix(xi, xi[self.perm], spatial_mask_for(1 - box, xi)) for xi in self.learn.xb)
+        self.learn.xb = tuple(mix(xi, _plain(xi)[self.perm], spatial_mask_for(1 - box, xi)) for xi in self.learn.xb)
         self._scale = 2.  # the same three-term loss as a hidden site, u = 1 - box area (official main.py)
         self.set_mix(1 - area if self.per_sample else 1 - area[0], self.perm)
 
@@ -370,13 +374,13 @@ class PatchUp(_SiteMixing):
         soft_lam = sample_lam(self.alpha) if self.patchup_type == 'soft' else 0.
         state = {}
         def _patch(h):
-            maps = _as_4d(h)
+            maps = _as_4d(_plain(h))
             if 'keep' not in state:  # one mask for every tensor of the output
                 holes = block_mask((maps.shape[0] if self.per_sample else 1, *maps.shape[1:]),
                                    self.block_size, self.gamma, device=h.device)
                 state['keep'] = 1 - holes * (1 - soft_lam)  # weight of h: 1 outside the holes, soft_lam inside
                 state['u'] = 1 - holes.flatten(1).mean(1)
-            return mix(maps, maps.index_select(0, self.perm), state['keep']).view_as(h)
+            return _like(mix(maps, maps.index_select(0, self.perm), state['keep']).view(h.shape), h)
         out = _map_batch_tensors(out, _patch, len(self.perm))
         u = state['u'] if self.per_sample else state['u'][0]
         # weight of y_a in both u*L(y_a) + phi*L(y_b) and L(y_mix): u + phi*soft_lam

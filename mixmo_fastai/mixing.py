@@ -6,17 +6,23 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/mixing.html.md"""
 
 # %% ../nbs/00_mixing.ipynb #1362ae5c
 from __future__ import annotations
-import math
+import math, functools, copy
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Beta, Dirichlet
+from torch.distributions import Beta, Dirichlet, Distribution
 
 # %% auto #0
 __all__ = ['sample_ratios', 'sample_lam', 'linear_mask', 'box_mask', 'multi_box_masks', 'block_mask', 'unsqueeze_like', 'mix',
            'spatial_mask_for', 'to_soft', 'mix_targets']
 
 # %% ../nbs/00_mixing.ipynb #e23babdb
+@functools.lru_cache(maxsize=16)
+def _ratio_law(alpha:float, n_inputs:int, device)->Distribution:
+    "The Beta/Dirichlet law of `sample_ratios`, made once per (alpha, n_inputs, device): building one costs more than a draw"
+    conc = torch.full((n_inputs,), float(alpha), device=device)
+    return Beta(conc[0], conc[1], validate_args=False) if n_inputs == 2 else Dirichlet(conc, validate_args=False)
+
 def sample_ratios(
     alpha:float, # Concentration of the Beta/Dirichlet law; `alpha <= 0` gives equal ratios
     n_inputs:int=2, # Number of inputs mixed together (M)
@@ -27,11 +33,11 @@ def sample_ratios(
     if n_inputs < 1: raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
     size = (size,) if isinstance(size, int) else tuple(size)
     if alpha is None or alpha <= 0: return torch.full((*size, n_inputs), 1/n_inputs, device=device)
-    conc = torch.full((n_inputs,), float(alpha), device=device)
+    law = _ratio_law(float(alpha), n_inputs, torch.device(device) if device is not None else None)
     if n_inputs == 2:
-        lam = Beta(conc[0], conc[1]).sample(size)
+        lam = law.sample(size)
         return torch.stack([lam, 1-lam], -1)
-    return Dirichlet(conc).sample(size)
+    return law.sample(size)
 
 # %% ../nbs/00_mixing.ipynb #f41e9451
 def sample_lam(
@@ -115,6 +121,17 @@ def block_mask(
     return holes[..., :h, :w]
 
 # %% ../nbs/00_mixing.ipynb #50169579
+def _plain(t:Tensor)->Tensor:
+    "`t` as a plain `Tensor` (a view: same data, same autograd graph)"
+    return t if type(t) is Tensor else t.as_subclass(Tensor)
+
+def _like(res:Tensor, t:Tensor)->Tensor:
+    "`res` given `t`'s tensor class and attributes (what a subclass's own operations would have kept)"
+    if type(t) is Tensor: return res
+    res = res.as_subclass(type(t))
+    if t.__dict__: res.__dict__.update(copy.copy(t.__dict__))
+    return res
+
 def unsqueeze_like(
     w:Tensor|float, # A number, one value per sample `(B,)`, or a mask `(B, *dims)`
     t:Tensor, # The tensor `w` must broadcast against
@@ -130,8 +147,10 @@ def mix(
     b:Tensor, # Second input, same shape as `a`
     w:Tensor|float, # Weight of `a`: a number, `(B,)`, or a mask whose shape is a prefix-broadcast of `a`'s
 )->Tensor:
-    "`w*a + (1-w)*b`, in `a`'s dtype (safe for float16/bfloat16)"
-    return torch.lerp(b, a, unsqueeze_like(w, a))
+    "`w*a + (1-w)*b`, in `a`'s dtype (safe for float16/bfloat16) and `a`'s tensor class"
+    # the arithmetic on plain tensors: a tensor subclass (fastai's `TensorBase`) dispatches every operation in Python
+    res = torch.lerp(_plain(b), _plain(a), unsqueeze_like(_plain(w) if torch.is_tensor(w) else w, _plain(a)))
+    return _like(res, a)
 
 # %% ../nbs/00_mixing.ipynb #078bb63e
 def spatial_mask_for(mask:Tensor, t:Tensor)->Tensor:

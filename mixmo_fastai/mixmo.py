@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from fastai.basics import *
 from .mixing import *
+from .mixing import _plain, _like
 from .callback import *
 from .callback import _fresh_copy
 
@@ -346,21 +347,24 @@ class MixMo(MixingCallback):
         if self.input_mix: inputs, soft = self._input_mix(inputs, soft, masks)
         self.encoders.state.masks = masks
         self.targets,self.weights = torch.stack(soft, 1),mixmo_weights(ratios, self.weight_root)
-        self.learn.xb,self.learn.yb = (torch.stack(inputs, 1),),tuple(targets)
+        # computed on plain tensors, given back the loader's tensor classes
+        self.learn.xb = (_like(torch.stack(inputs, 1), xs[0]),)
+        self.learn.yb = tuple(_like(t, ys[0]) for t in targets)
         self.mixed = True
 
     def after_pred(self):
         "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
         if self.training and self.mixed:
             self.member_pred = self.learn.pred
-            self.learn.pred = ensemble_logits(self.member_pred.detach(), self.ensemble)
+            self.learn.pred = _like(ensemble_logits(_plain(self.member_pred).detach(), self.ensemble), self.member_pred)
             self.learn.yb = self.learn.yb[:1]
+            self._hide_targets()
         self.learn.member_logits = None if self.training else self.encoders.state.member_logits
         self.encoders.state.member_logits = None
 
     def lf(self, pred, *yb):
         "Soft cross-entropy of each member (the logits kept in `after_pred`) against its reweighted target, summed over members"
-        return mixmo_loss(self.member_pred, self.targets, self.weights)
+        return _like(mixmo_loss(_plain(self.member_pred), self.targets, self.weights), self.member_pred)
 
     def after_batch(self):
         if self.training: self._orig = None  # a step was taken: no going back
@@ -383,11 +387,11 @@ class MixMo(MixingCallback):
     def _member_inputs(self, xs, ys):
         "One input and target per member: from a multi-input loader, or permutations of an ordinary batch"
         m = self.n_members
-        if len(xs) == m and len(ys) == m: return list(xs), list(ys)
+        if len(xs) == m and len(ys) == m: return [_plain(x) for x in xs], [_plain(y) for y in ys]
         if len(xs) != 1 or len(ys) != 1: self._refuse(
             f"MixMo with {m} members needs batches of one input and one target, or {m} of each "
             f"(mixmo_dls), got {len(xs)} inputs and {len(ys)} targets")
-        x, y = xs[0], ys[0]
+        x, y = _plain(xs[0]), _plain(ys[0])
         bs = x.shape[0]
         if bs < m: self._refuse(self._small_batch_msg(bs))
         perms = [torch.arange(bs, device=x.device)]

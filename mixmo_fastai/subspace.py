@@ -174,7 +174,10 @@ def sample_point(
     layerwise:bool=False, # One point per layer instead of one for the whole model
 ):
     "Draw a random point of the subspace (torch's RNG) and put the layers there"
-    layers = subspace_layers(model)
+    _sample_layers(subspace_layers(model), layerwise)
+
+def _sample_layers(layers:list, layerwise:bool=False):
+    "`sample_point` on the subspace layers of a model (a callback finds them once per fit)"
     space = layers[0].space
     pts = space.sample(len(layers) if layerwise else 1)
     for i, l in enumerate(layers): l.coeffs = space.coeffs(pts[i if layerwise else 0])
@@ -185,7 +188,11 @@ def subspace_cos2(
     pairs:list=None, # Pairs of control points, e.g. `[(0, 2)]` (default: every pair)
 )->Tensor:
     "Sum over `pairs` of control points of `cos^2` between their concatenated conv/linear weights"
-    layers = [l for l in subspace_layers(model) if _is_weight_layer(l.layer)]
+    return _cos2(subspace_layers(model), pairs)
+
+def _cos2(layers:list, pairs:list=None)->Tensor:
+    "`subspace_cos2` on the subspace layers of a model (a callback finds them once per fit)"
+    layers = [l for l in layers if _is_weight_layer(l.layer)]
     if not layers: return tensor(0.)
     pairs = ifnone(pairs, _all_pairs(layers[0].space.n_points))
     ws = [[l.points[k].weight for l in layers] for k in range(layers[0].space.n_points)]
@@ -348,16 +355,18 @@ class SubspaceCallback(Callback):
             if self.learn.opt is not None: self.learn.create_opt()
         self.trained,self.bn_fresh = False,False
 
-    def before_train(self): self.trained = True
+    def before_train(self):
+        self.trained = True
+        self._layers = subspace_layers(self.learn.model)  # once per epoch, not per batch
     def before_batch(self):
         self.learn.member_logits = None
         if self.training:
             check_finite_batch(self.learn.xb, type(self).__name__)
-            sample_point(self.learn.model, self.layerwise)
+            _sample_layers(self._layers, self.layerwise)
 
     def after_loss(self):
         if not self.training or not self.beta or not len(self.learn.yb): return
-        self.reg = self.beta * subspace_cos2(self.learn.model, self._reg_pairs())
+        self.reg = self.beta * _cos2(self._layers, self._reg_pairs())
         self.learn.loss_grad = self.learn.loss_grad + self.reg
         self.learn.loss = self.learn.loss + self.reg.detach()
 
@@ -371,6 +380,7 @@ class SubspaceCallback(Callback):
         self._to_member(0)
 
     def after_fit(self):
+        self._layers = None  # not kept in an exported learner
         if self.trained and self.bn_update and not self.bn_fresh and not _in_lr_find(self.learn): self.update_bn()
         self._to_member(0)
 

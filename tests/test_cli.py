@@ -121,3 +121,20 @@ def test_train_help_lists_recipes_and_recipe_conflicts_are_one_line(cli):
     r = cli('train', '--recipe', 'cutmixmo-hard', '--epochs', '2')
     assert r.returncode == 2 and 'Traceback' not in r.stderr and 'drop --epochs' in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+def test_bench_timing_only(cli, tmp_path):
+    "The timing table's structure (never its values: speed is a benchmark figure, not a test)"
+    out = tmp_path/'timing'
+    r = cli('bench', '--timing-only', '--methods', 'mixup,manifold,mimo', '--width', '8', '--rounds', '2', '--steps', '2',
+            '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if l.startswith('|')]
+    assert lines[0].startswith('| method | train step (ms) | train step × vanilla |'), lines[0]
+    assert "callbacks' own time per step (ms)" in lines[0] and 'inference × vanilla' in lines[0]
+    rows = [l.strip('|').split('|') for l in lines[2:]]
+    assert [c[0].strip() for c in rows] == ['vanilla', 'mixup', 'manifold', 'mimo']
+    assert all(len(c) == 6 for c in rows)
+    for c in rows: [float(x) for x in c[1:]]
+    assert float(rows[0][2]) == 1.0 and float(rows[0][3]) == 0.0 and float(rows[0][5]) == 1.0
+    assert (out/'timing.md').exists() and len(list(csv.DictReader(open(out/'timing.csv')))) == 4
+    assert not (out/'results.csv').exists()  # nothing was trained

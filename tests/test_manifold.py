@@ -411,3 +411,52 @@ def test_dynamic_schedules_train():
     with pytest.raises(ValueError, match='SchedExp cannot start at 0'): DynamicOutputMixup(0., 0.6, SchedExp)
     ax = DynamicOutputMixup().plot_schedule()
     assert len(ax.lines[0].get_ydata()) == 101
+
+# ---------------------------------------------------------------------------------------------------- host syncs
+_SYNCS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy', 'cpu')
+
+class _CountSyncs(Callback):
+    "Counts the conversions of tensors to Python values (host reads) from `before_batch` to `after_loss` of training batches after the first"
+    order = -1000
+    def __init__(self): self.counts,self.n = [],0
+    def before_batch(self):
+        if not self.training: return
+        self.n += 1
+        if self.n == 1: return  # the epoch's first batch may report its sites once
+        self._patch()
+        self.counts.append(0)
+    def _patch(self):
+        self.saved = {k: getattr(torch.Tensor, k) for k in _SYNCS}
+        for k, f in self.saved.items():
+            def _count(t, *args, _f=f, **kwargs):
+                self.counts[-1] += 1
+                return _f(t, *args, **kwargs)
+            setattr(torch.Tensor, k, _count)
+    def _unpatch(self):
+        for k, f in getattr(self, 'saved', {}).items(): setattr(torch.Tensor, k, f)
+        self.saved = {}
+    def after_loss(self): self._unpatch()  # fastai's own recorder/optimizer after this point are not the callbacks'
+    def after_cancel_batch(self): self._unpatch()
+    def after_fit(self): self._unpatch()
+
+@pytest.mark.parametrize('cb', [lambda: ManifoldMixup(), lambda: ManifoldMixup(per_sample=True, max_lam=True),
+    lambda: OutputMixup(), lambda: DynamicManifoldMixup(), lambda: DynamicOutputMixup(),
+    lambda: PatchUp(), lambda: PatchUp('soft', per_sample=True)],
+    ids=['manifold', 'manifold-per_sample', 'output', 'dynamic_manifold', 'dynamic_output', 'patchup', 'patchup-soft'])
+def test_no_host_reads_in_a_training_batch(cb):
+    "The hook callbacks read no tensor back to the host in a training batch: on an accelerator, no synchronisation"
+    from mixmo_fastai.bench import get_dls, get_model
+    set_seed(0)
+    dls = get_dls(bs=32, device='cpu')
+    count = _CountSyncs()
+    learn = Learner(dls, get_model(width=8), cbs=cb())
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=[count, _Stop(8)])
+    count._unpatch()
+    assert len(count.counts) >= 6 and all(c == 0 for c in count.counts), count.counts
+    assert [c for c in learn.cbs if hasattr(c, 'mixed')][0].mixed is not None
+
+class _Stop(Callback):
+    order = 2000
+    def __init__(self, n): self.n = n
+    def after_batch(self):
+        if self.training and self.iter + 1 >= self.n: raise CancelFitException()
