@@ -394,12 +394,13 @@ class MixMo(MixingCallback):
         x, y = _plain(xs[0]), _plain(ys[0])
         bs = x.shape[0]
         if bs < m: self._refuse(self._small_batch_msg(bs))
+        # MIMO's input repetition: `keep_frac` of the positions read the same sample in every member; the others are
+        # shuffled among themselves for each member, so that every member reads every sample of the batch once
+        free = torch.randperm(bs, device=x.device)[:bs - int(bs * self.keep_frac)]
         perms = [torch.arange(bs, device=x.device)]
         for _ in range(m-1):
-            perm = torch.randperm(bs, device=x.device)
-            if self.keep_frac > 0:
-                keep = torch.rand(bs, device=x.device) < self.keep_frac
-                perm = torch.where(keep, perms[0], perm)
+            perm = torch.arange(bs, device=x.device)
+            perm[free] = free[torch.randperm(len(free), device=x.device)]
             perms.append(perm)
         return [x[p] for p in perms], [y[p] for p in perms]
 
