@@ -59,6 +59,11 @@ def _fresh_copy(m:nn.Module)->nn.Module:
                 else: p.mul_(p_old.std() / p.std())
     return new
 
+def _depthwise_convs(model:nn.Module)->int:
+    "Number of depthwise convolutions (`groups == in_channels > 1`) in `model`: the EfficientNet and MobileNet families"
+    return sum(isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())
+
+
 # %% ../nbs/01_callback.ipynb #638fa633
 class MixingCallback(Callback):
     "Base of the mixing callbacks: mixed training batches get the mixed loss; `learn.loss_func` is never replaced"

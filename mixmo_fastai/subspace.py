@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-from .callback import check_finite_batch, _fresh_copy
+from .callback import check_finite_batch, _fresh_copy, _depthwise_convs
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
@@ -358,6 +358,13 @@ class SubspaceCallback(Callback):
     def before_train(self):
         self.trained = True
         self._layers = subspace_layers(self.learn.model)  # once per epoch, not per batch
+        if not getattr(self, '_warned', False) and self.n_epoch < 20 and not _in_lr_find(self.learn) \
+           and _depthwise_convs(self.learn.model):
+            self._warned = True
+            warn(f"{type(self).__name__} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
+                 f"{self.n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
+                 "seed 0), the line reached 0.418 at its midpoint and 0.423 as the ensemble of its ends, against plain "
+                 "training's 0.955: it barely trains at short budgets on these networks. Train for longer, or use MIMO()")
     def before_batch(self):
         self.learn.member_logits = None
         if self.training:
