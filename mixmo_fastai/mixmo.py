@@ -206,14 +206,13 @@ def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->lis
     if hd is None or not isinstance(hd, nn.Linear): raise ValueError(
         f"MixMo needs a final nn.Linear in {type(model).__name__} to split into member heads: pass `head=` its name "
         f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {_module_names(model)})")
-    norm = _stem_norm(model, enc_name) if encoder_norm else []
-    replaced = [(enc_name, enc), (head_name, hd)] + [(n, model.get_submodule(n)) for n in norm]
-    layer = nn.Sequential(enc, *[m for _, m in replaced[2:]]) if norm else enc
-    for n in norm: _set_module(model, n, nn.Identity())
+    norms = [(n, model.get_submodule(n)) for n in (_stem_norm(model, enc_name) if encoder_norm else [])]
+    for n, _ in norms: _set_module(model, n, nn.Identity())
     state = _MixMoState()
+    layer = nn.Sequential(enc, *[m for _, m in norms]) if norms else enc
     _set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
     _set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
-    return replaced
+    return [(enc_name, enc), (head_name, hd)] + norms
 
 def mixmo_model(
     model:nn.Module, # A classification network: converted in place
@@ -238,7 +237,7 @@ def mixmo_model(
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
 class MixMo(MixingCallback):
     "MixMo (Ramé et al. 2021): `n_members` subnetworks in one CNN, trained on mixed features of `n_members` inputs"
-    run_valid = True
+    run_valid,_warned = True,False
     def __init__(self,
         n_members:int=2, # M: number of subnetworks
         alpha:float=2., # Ratios ~ Beta(alpha, alpha) (Dirichlet for M > 2), per sample; `alpha <= 0` gives equal ratios
@@ -281,7 +280,7 @@ class MixMo(MixingCallback):
 
     def _warn_measured_loss(self):
         "Warn once about a configuration that was measured to lose to plain training"
-        if getattr(self, '_warned', False): return
+        if self._warned: return
         msg = self._depthwise_msg() if self.alpha > 0 and self.n_epoch < 20 and _depthwise_convs(self.learn.model) else None
         dl = getattr(self.learn.dls, 'train', None)
         # a MixMo loader's members read independent samples by design
@@ -418,7 +417,8 @@ class MixMo(MixingCallback):
         "Spatial shape of the encoders' output for inputs shaped like `x` (one small forward per input shape)"
         key = tuple(x.shape[1:])
         if key not in self._shapes:
-            l, mode = self.encoders.layers[0], self.encoders.layers[0].training
+            l = self.encoders.layers[0]
+            mode = l.training
             try:  # in eval mode: one sample must not move the norm layers' running statistics
                 with torch.no_grad(): self._shapes[key] = tuple(l.eval()(x[:1]).shape[2:])
             finally: l.train(mode)

@@ -311,6 +311,7 @@ def _check_reg_pairs(reg_pairs, n:int):
 
 class SubspaceCallback(Callback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
+    _warned = False  # the depthwise-network warning, once per callback
     def __init__(self,
         space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
         beta:float=1., # Weight of the cos^2 penalty between control points
@@ -358,7 +359,7 @@ class SubspaceCallback(Callback):
     def before_train(self):
         self.trained = True
         self._layers = subspace_layers(self.learn.model)  # once per epoch, not per batch
-        if not getattr(self, '_warned', False) and self.n_epoch < 20 and not _in_lr_find(self.learn) \
+        if not self._warned and self.n_epoch < 20 and not _in_lr_find(self.learn) \
            and _depthwise_convs(self.learn.model):
             self._warned = True
             warn(f"{type(self).__name__} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
