@@ -9,3 +9,4 @@ from .mixmo import *
 from .bench import *
 from .mixmo_data import *
 from .subspace import *
+from .swa import *
