@@ -565,9 +565,9 @@ d = { 'settings': { 'branch': 'main',
                                        'mixmo_fastai.subspace.update_bn': ('subspace.html#update_bn', 'mixmo_fastai/subspace.py')},
             'mixmo_fastai.swa': { 'mixmo_fastai.swa.SWA': ('swa.html#swa', 'mixmo_fastai/swa.py'),
                                   'mixmo_fastai.swa.SWA.__init__': ('swa.html#swa.__init__', 'mixmo_fastai/swa.py'),
+                                  'mixmo_fastai.swa.SWA._model': ('swa.html#swa._model', 'mixmo_fastai/swa.py'),
                                   'mixmo_fastai.swa.SWA.after_epoch': ('swa.html#swa.after_epoch', 'mixmo_fastai/swa.py'),
                                   'mixmo_fastai.swa.SWA.after_fit': ('swa.html#swa.after_fit', 'mixmo_fastai/swa.py'),
                                   'mixmo_fastai.swa.SWA.before_batch': ('swa.html#swa.before_batch', 'mixmo_fastai/swa.py'),
                                   'mixmo_fastai.swa.SWA.before_fit': ('swa.html#swa.before_fit', 'mixmo_fastai/swa.py'),
-                                  'mixmo_fastai.swa.SWA.update_bn': ('swa.html#swa.update_bn', 'mixmo_fastai/swa.py'),
-                                  'mixmo_fastai.swa._first_epoch': ('swa.html#_first_epoch', 'mixmo_fastai/swa.py')}}}
+                                  'mixmo_fastai.swa.SWA.update_bn': ('swa.html#swa.update_bn', 'mixmo_fastai/swa.py')}}}

@@ -15,10 +15,6 @@ from .subspace import update_bn, _train_pass, _in_lr_find
 __all__ = ['SWA']
 
 # %% ../nbs/35_swa.ipynb #c95773f9
-def _first_epoch(start, n_epoch:int)->int:
-    "The first averaged epoch: `start` itself (int), or that fraction of `n_epoch` (float)"
-    return start if isinstance(start, int) else int(start * n_epoch)
-
 class SWA(Callback):
     "Stochastic weight averaging (Izmailov et al. 2018): average the weights of the last epochs, then re-estimate BatchNorm"
     order,run_valid = 61,False  # after `ParamScheduler` (60), so that `swa_lr` overrides the schedule
@@ -37,7 +33,7 @@ class SWA(Callback):
     def before_fit(self):
         self.averaged,self.completed = None,False
         if _in_lr_find(self.learn): self.run = False; return  # fastai turns `run` back on after the fit
-        self.first = _first_epoch(self.start, self.n_epoch)
+        self.first = self.start if isinstance(self.start, int) else int(self.start * self.n_epoch)
         if self.first >= self.n_epoch: raise ValueError(f"SWA(start={self.start!r}) would average from epoch {self.first}, "
             f"but this fit has {self.n_epoch} epochs (0..{self.n_epoch-1}): train longer or start earlier")
 
@@ -46,19 +42,20 @@ class SWA(Callback):
 
     def after_epoch(self):
         if self.epoch < self.first: return
-        model = getattr(self.learn.model, 'module', self.learn.model)
-        if self.averaged is None: self.averaged = AveragedModel(model)
-        self.averaged.update_parameters(model)
+        if self.averaged is None: self.averaged = AveragedModel(self._model)
+        self.averaged.update_parameters(self._model)
         self.completed = self.epoch == self.n_epoch - 1
 
     def after_fit(self):
         averaged,self.averaged = self.averaged,None  # never exported with the learner
         if averaged is None or not self.completed: return
-        model = getattr(self.learn.model, 'module', self.learn.model)
         with torch.no_grad():
-            for p, a in zip(model.parameters(), averaged.module.parameters()): p.copy_(a)
+            for p, a in zip(self._model.parameters(), averaged.module.parameters()): p.copy_(a)
         self.n_averaged = int(averaged.n_averaged)
         if self.bn_update: self.update_bn()
+
+    @property
+    def _model(self): return getattr(self.learn.model, 'module', self.learn.model)  # the weights inside a DDP wrapper
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics of the model over `dl` (default: the training data, every item once)"
