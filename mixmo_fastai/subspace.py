@@ -216,6 +216,16 @@ def _average_over_processes(bns):
 
 def _bn_modules(model): return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
 
+def _bn_snapshot(bns)->list:
+    "Copies of the running statistics of `bns`, batch counts included"
+    return [{k: getattr(m, k).clone() for k in ('running_mean', 'running_var', 'num_batches_tracked')
+             if getattr(m, k) is not None} for m in bns]
+
+def _bn_restore(bns, snapshot):
+    with torch.no_grad():
+        for m, st in zip(bns, snapshot):
+            for k, t in st.items(): getattr(m, k).copy_(t)
+
 def _model_device(model):
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else None
@@ -226,27 +236,34 @@ def update_bn(
     point=None, # Where to put the model first (default: leave the layers where they are)
     coeffs:tuple=None, # Or directly the weights of the control points
 ):
-    "Re-estimate the BatchNorm running statistics of the model at `point` over `dl`"
+    "Re-estimate the BatchNorm running statistics of the model at `point` over `dl`; an exception leaves the model as it was"
     is_learn = hasattr(learn_or_model, 'dls')
     model = learn_or_model.model if is_learn else learn_or_model
     model = getattr(model, 'module', model)  # DDP would broadcast rank 0's statistics at every forward
     if dl is None:
         if not is_learn: raise ValueError("Pass the training data: `update_bn(model, dl, point)`")
         dl = _train_pass(learn_or_model.dls)
-    if point is not None or coeffs is not None: set_point(model, point, coeffs)
-    bns = _bn_modules(model)
-    if not bns: return
-    momenta = [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None  # None: cumulative average
-    n_inp, dev, was_training = getattr(dl, 'n_inp', 1), _model_device(model), model.training
-    model.train()
-    with torch.no_grad():
-        for b in dl:
-            xb = b[:n_inp] if isinstance(b, (tuple, list)) else (b,)
-            model(*to_device(xb, dev))
-    for m, mo in zip(bns, momenta): m.momentum = mo
-    _average_over_processes(bns)
-    model.train(was_training)
+    layers, bns = subspace_layers(model), _bn_modules(model)
+    coeffs0, stats0, momenta, was_training = layers.attrgot('coeffs'), _bn_snapshot(bns), [m.momentum for m in bns], model.training
+    try:
+        if point is not None or coeffs is not None: set_point(model, point, coeffs)
+        if not bns: return
+        for m in bns: m.reset_running_stats(); m.momentum = None  # None: cumulative average
+        n_inp, dev = getattr(dl, 'n_inp', 1), _model_device(model)
+        model.train()
+        with torch.no_grad():
+            for b in dl:
+                xb = b[:n_inp] if isinstance(b, (tuple, list)) else (b,)
+                model(*to_device(xb, dev))
+        _average_over_processes(bns)
+    except BaseException:
+        # an interrupted estimate (bad batch, Ctrl-C) puts back the point and the statistics it started from
+        for l, c in zip(layers, coeffs0): l.coeffs = c
+        _bn_restore(bns, stats0)
+        raise
+    finally:
+        for m, mo in zip(bns, momenta): m.momentum = mo
+        model.train(was_training)
 
 # %% ../nbs/30_subspace.ipynb #cc735728
 def bn_state(model:nn.Module)->list:
@@ -284,16 +301,18 @@ def subspace_ensemble(
     points=(0., 1.), # Points of the ensemble
     bn_states:list=None, # BatchNorm statistics of each point (`bn_state` after `update_bn`), if any
 )->tuple[Tensor, Tensor]:
-    "Mean logits of the model at several points, and the logits of each point `(B, M, C)`"
-    space, old = _space_of(model), subspace_layers(model).attrgot('coeffs')
+    "Mean logits of the model at several points, and the logits of each point `(B, M, C)`; the model is left as it was"
+    old = subspace_layers(model).attrgot('coeffs')
     saved = bn_state(model) if bn_states else None
     outs = []
-    for i, p in enumerate(points):
-        if bn_states: load_bn_state(model, bn_states[i])
-        set_point(model, p)
-        outs.append(model(*xb))
-    if saved: load_bn_state(model, saved)
-    for l, c in zip(subspace_layers(model), old): l.coeffs = c
+    try:
+        for i, p in enumerate(points):
+            if bn_states: load_bn_state(model, bn_states[i])
+            set_point(model, p)
+            outs.append(model(*xb))
+    finally:  # the model is left at its point and statistics, even when a forward pass raises
+        if saved is not None: load_bn_state(model, saved)
+        for l, c in zip(subspace_layers(model), old): l.coeffs = c
     members = torch.stack(outs, 1)
     return members.mean(1), members
 
