@@ -7,11 +7,10 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/callback.html.md"""
 # %% ../nbs/01_callback.ipynb #65fce09c
 from __future__ import annotations
 from fastai.basics import *
-from copy import deepcopy
 from fastai.callback.mixup import reduce_loss, MixHandler
-from fastai.callback.schedule import LRFinder
 from .mixing import *
 from .mixing import _plain, _like
+from .surgery import in_lr_find as _in_lr_find
 
 # %% auto #0
 __all__ = ['loss_is_int_target', 'check_finite_batch', 'MixingCallback']
@@ -43,26 +42,6 @@ def check_finite_batch(
         # on the CPU the check reads no device; on an accelerator, refusing before the step needs this one read
         if x.device.type == 'cpu': torch._assert_async(finite, msg)
         elif not finite: raise ValueError(msg)
-
-# %% ../nbs/01_callback.ipynb #c9e5aa0a
-def _fresh_copy(m:nn.Module)->nn.Module:
-    "A copy of `m` re-initialised by its layers' `reset_parameters`, each parameter at the scale of `m`'s"
-    new = deepcopy(m)
-    for old_sub, sub in zip(m.modules(), new.modules()):
-        if not hasattr(sub, 'reset_parameters'): continue
-        sub.reset_parameters()
-        with torch.no_grad():
-            for p_old, p in zip(old_sub.parameters(recurse=False), sub.parameters(recurse=False)):
-                if p.numel() < 2 or p.std() == 0: continue  # constant inits (norm layers' ones/zeros) stay
-                # fastai/timm initialise with other laws than PyTorch's default: keep the original's scale
-                if p_old.std() == 0: p.copy_(p_old)
-                else: p.mul_(p_old.std() / p.std())
-    return new
-
-def _depthwise_convs(model:nn.Module)->int:
-    "Number of depthwise convolutions (`groups == in_channels > 1`) in `model`: the EfficientNet and MobileNet families"
-    return sum(isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())
-
 
 # %% ../nbs/01_callback.ipynb #638fa633
 class MixingCallback(Callback):
@@ -115,7 +94,7 @@ class MixingCallback(Callback):
     @property
     def in_lr_find(self)->bool:
         "Whether the current fit is `lr_find`'s mock training (nothing is mixed then)"
-        return any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        return _in_lr_find(self.learn)
 
     def set_mix(self,
         lam:Tensor|float, # Weight of the current batch, a number or one per sample `(B,)`

@@ -11,7 +11,7 @@ from fastai.basics import *
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
-from .callback import _fresh_copy, _depthwise_convs
+from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, set_module
 
 # %% auto #0
 __all__ = ['mixmo_box_prob', 'mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'seen_fraction', 'MixMoEncoder',
@@ -88,8 +88,6 @@ def seen_fraction(
     return torch.where(seen > 0, own / seen.clamp_min(1e-12), keep.flatten(1).mean(1))
 
 # %% ../nbs/20_mixmo.ipynb #327e927a
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
 class _MixMoState:
     "What the encoders and the heads of one converted model share (a plain object: not in the state dict)"
     def __init__(self): self.masks,self.split,self.member_logits = None,False,None
@@ -104,7 +102,7 @@ class MixMoEncoder(Module):
         n_members:int=2, # M
         state:_MixMoState=None, # Shared with the heads
     ):
-        self.layers = nn.ModuleList([layer] + [_fresh_copy(layer) for _ in range(n_members-1)])
+        self.layers = nn.ModuleList([layer] + [fresh_copy(layer) for _ in range(n_members-1)])
         self.n_members,self.state = n_members,ifnone(state, _MixMoState())
         ws = [p for p in layer.parameters() if p.ndim > 1]
         if not ws: raise ValueError(f"MixMo encoders need a layer with a weight matrix (a convolution), got {type(layer).__name__}")
@@ -121,7 +119,7 @@ class MixMoEncoder(Module):
     def _summed(self, x):
         "`sum_i enc_i(x)`, as one convolution with the summed weights when the layers are plain convolutions"
         l0 = self.layers[0]
-        if type(l0) not in _CONVS: return sum(l(x) for l in self.layers)
+        if type(l0) not in conv_types: return sum(l(x) for l in self.layers)
         w = sum(l.weight for l in self.layers)
         b = None if l0.bias is None else sum(l.bias for l in self.layers)
         return l0._conv_forward(x, w, b)
@@ -158,10 +156,6 @@ class MixMoHead(Module):
         return ensemble_logits(out, self.ensemble)
 
 # %% ../nbs/20_mixmo.ipynb #a884e5dc
-def _set_module(model:nn.Module, name:str, new:nn.Module):
-    parent, _, child = name.rpartition('.')
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
 def _module_names(model, n=8): return [n_ for n_, _ in model.named_modules() if n_][:n]
 
 def _find(model, name, kind, first):
@@ -190,7 +184,7 @@ def _stem_norm(model, enc_name)->list:
 
 def mixmo_parts(model:nn.Module)->tuple:
     "The `MixMoEncoder` and `MixMoHead` of a converted model (`None`s if it is not converted)"
-    model = getattr(model, 'module', model)  # DDP/Accelerate wrappers
+    model = unwrap_model(model)
     enc = first(m for m in model.modules() if isinstance(m, MixMoEncoder))
     head = first(m for m in model.modules() if isinstance(m, MixMoHead))
     return enc, head
@@ -198,7 +192,7 @@ def mixmo_parts(model:nn.Module)->tuple:
 # %% ../nbs/20_mixmo.ipynb #eeb65f32
 def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->list:
     "Convert `model` (unwrapped) in place; returns the `(name, module)` pairs it replaced, in the order to put them back"
-    enc_name, enc = _find(model, encoder, _CONVS, first=True)
+    enc_name, enc = _find(model, encoder, conv_types, first=True)
     if enc is None: raise ValueError(
         f"MixMo found no convolution in {type(model).__name__} to copy into member encoders: pass `encoder=` the name "
         f"of the layer whose output is mixed (names start with {_module_names(model)})")
@@ -207,11 +201,11 @@ def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->lis
         f"MixMo needs a final nn.Linear in {type(model).__name__} to split into member heads: pass `head=` its name "
         f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {_module_names(model)})")
     norms = [(n, model.get_submodule(n)) for n in (_stem_norm(model, enc_name) if encoder_norm else [])]
-    for n, _ in norms: _set_module(model, n, nn.Identity())
+    for n, _ in norms: set_module(model, n, nn.Identity())
     state = _MixMoState()
     layer = nn.Sequential(enc, *[m for _, m in norms]) if norms else enc
-    _set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
-    _set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
+    set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
+    set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
     return [(enc_name, enc), (head_name, hd)] + norms
 
 def mixmo_model(
@@ -224,7 +218,7 @@ def mixmo_model(
 )->nn.Module:
     "Turn `model` into a MixMo network with `n_members` encoders and heads (in place; a converted model is returned as it is)"
     if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
-    inner = getattr(model, 'module', model)
+    inner = unwrap_model(model)
     enc, hd = mixmo_parts(inner)
     if enc is not None:
         if enc.n_members != n_members: raise ValueError(f"Model already converted with {enc.n_members} members, not {n_members}")
@@ -281,7 +275,7 @@ class MixMo(MixingCallback):
     def _warn_measured_loss(self):
         "Warn once about a configuration that was measured to lose to plain training"
         if self._warned: return
-        msg = self._depthwise_msg() if self.alpha > 0 and self.n_epoch < 20 and _depthwise_convs(self.learn.model) else None
+        msg = self._depthwise_msg() if self.alpha > 0 and self.n_epoch < 20 and depthwise_convs(self.learn.model) else None
         dl = getattr(self.learn.dls, 'train', None)
         # a MixMo loader's members read independent samples by design
         if self.keep_frac == 0 and self.n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = self._keep_msg()
@@ -319,7 +313,7 @@ class MixMo(MixingCallback):
 
     def _convert(self, reset_opt=False):
         "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
-        inner = getattr(self.learn.model, 'module', self.learn.model)
+        inner = unwrap_model(self.learn.model)
         if mixmo_parts(inner)[0] is None:
             # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
             self._orig = _mixmo_convert(inner, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
@@ -333,8 +327,8 @@ class MixMo(MixingCallback):
         "Put back the original encoder, its norm layers and the final `Linear` (before any training step only)"
         orig = getattr(self, '_orig', None)
         if orig is None: return
-        inner = getattr(self.learn.model, 'module', self.learn.model)
-        for name, m in orig: _set_module(inner, name, m)
+        inner = unwrap_model(self.learn.model)
+        for name, m in orig: set_module(inner, name, m)
         self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
         self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-from .callback import check_finite_batch, _fresh_copy, _depthwise_convs
+from .callback import check_finite_batch
+from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
@@ -54,25 +55,21 @@ def _random_pair(n:int)->tuple:
     return (0, 1) if n == 2 else tuple(sorted(torch.randperm(n)[:2].tolist()))
 
 # %% ../nbs/30_subspace.ipynb #ff45ee24
-_conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_kinds = {**{t: 'conv' for t in _conv_types}, nn.Linear: 'linear', **{t: 'bn' for t in _bn_types}}
+_kinds = {**{t: 'conv' for t in conv_types}, nn.Linear: 'linear', **{t: 'bn' for t in _bn_types}}
 
-def _is_weight_layer(m)->bool: return isinstance(m, (*_conv_types, nn.Linear))
+def _is_weight_layer(m)->bool: return isinstance(m, (*conv_types, nn.Linear))
 
 def convertible(m:nn.Module)->bool:
     "Whether `to_subspace` converts `m`: a Conv1d/2d/3d, Linear or BatchNorm layer with parameters"
     if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params(): return False
-    return isinstance(m, (*_conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
+    return isinstance(m, (*conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
 
-def _new_point(m:nn.Module, shared_stats:bool)->nn.Module:
-    "A new control point like `m`: BatchNorm ones/zeros without running statistics, other layers drawn afresh at `m`'s scale"
-    if not isinstance(m, _BatchNorm):
-        if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
-        return _fresh_copy(m)
-    new = deepcopy(m)
-    if new.affine: nn.init.ones_(new.weight); nn.init.zeros_(new.bias)
-    if shared_stats:
+def _new_point(m:nn.Module)->nn.Module:
+    "A new control point like `m`, drawn afresh at `m`'s scale (`fresh_copy`); BatchNorm: ones/zeros, statistics shared with point 0"
+    if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+    new = fresh_copy(m)
+    if isinstance(new, _BatchNorm):
         for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
     return new
 
@@ -99,7 +96,7 @@ class SubspaceLayer(Module):
         if not convertible(layer): raise TypeError(f"Cannot make a subspace layer of {type(layer).__name__}: "
             "only Conv1d/2d/3d, Linear and BatchNorm layers with parameters (initialised, not lazy) are converted")
         self.space = ifnone(space, SubspaceLine())
-        self.points = nn.ModuleList([layer] + [_new_point(layer, True) for _ in range(self.space.n_points-1)])
+        self.points = nn.ModuleList([layer] + [_new_point(layer) for _ in range(self.space.n_points-1)])
         self.names = [n for n, _ in layer.named_parameters(recurse=False)]
         self.coeffs = (1.,) + (0.,) * (self.space.n_points-1)
 
@@ -239,7 +236,7 @@ def update_bn(
     "Re-estimate the BatchNorm running statistics of the model at `point` over `dl`; an exception leaves the model as it was"
     is_learn = hasattr(learn_or_model, 'dls')
     model = learn_or_model.model if is_learn else learn_or_model
-    model = getattr(model, 'module', model)  # DDP would broadcast rank 0's statistics at every forward
+    model = unwrap_model(model)  # DDP would broadcast rank 0's statistics at every forward
     if dl is None:
         if not is_learn: raise ValueError("Pass the training data: `update_bn(model, dl, point)`")
         dl = _train_pass(learn_or_model.dls)
@@ -317,10 +314,6 @@ def subspace_ensemble(
     return members.mean(1), members
 
 # %% ../nbs/30_subspace.ipynb #ff103241
-def _in_lr_find(learn)->bool:
-    from fastai.callback.schedule import LRFinder
-    return any(isinstance(cb, LRFinder) for cb in learn.cbs)
-
 def _check_reg_pairs(reg_pairs, n:int):
     if isinstance(reg_pairs, str) and reg_pairs in ('random', 'all'): return
     ok = is_listy(reg_pairs) and len(reg_pairs) > 0 and all(
@@ -368,7 +361,7 @@ class SubspaceCallback(Callback):
     def before_fit(self):
         self._check_alone()
         if not subspace_layers(self.learn.model):
-            if num_distrib() > 1 or hasattr(self.learn.model, 'module'): raise RuntimeError(
+            if num_distrib() > 1 or unwrap_model(self.learn.model) is not self.learn.model: raise RuntimeError(
                 f"{type(self).__name__} must convert the model before `distrib_ctx` wraps it: "
                 "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
             self._convert()
@@ -378,8 +371,8 @@ class SubspaceCallback(Callback):
     def before_train(self):
         self.trained = True
         self._layers = subspace_layers(self.learn.model)  # once per epoch, not per batch
-        if not self._warned and self.n_epoch < 20 and not _in_lr_find(self.learn) \
-           and _depthwise_convs(self.learn.model):
+        if not self._warned and self.n_epoch < 20 and not in_lr_find(self.learn) \
+           and depthwise_convs(self.learn.model):
             self._warned = True
             warn(f"{type(self).__name__} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
                  f"{self.n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
@@ -408,7 +401,7 @@ class SubspaceCallback(Callback):
 
     def after_fit(self):
         self._layers = None  # not kept in an exported learner
-        if self.trained and self.bn_update and not self.bn_fresh and not _in_lr_find(self.learn): self.update_bn()
+        if self.trained and self.bn_update and not self.bn_fresh and not in_lr_find(self.learn): self.update_bn()
         self._to_member(0)
 
     def _to_member(self, i):
@@ -464,7 +457,7 @@ class SubspaceCallback(Callback):
     )->nn.Module:
         "A plain model (original layer classes) equal to the subspace model at `point`"
         model = self.learn.model
-        model = getattr(model, 'module', model)
+        model = unwrap_model(model)
         with self.evaluating(ifnone(point, self.eval_point), bn_update=bn_update, dl=dl):
             return collapse_subspace(model)
 
