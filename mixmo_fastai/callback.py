@@ -11,9 +11,10 @@ from fastai.callback.mixup import reduce_loss, MixHandler
 from .mixing import *
 from .mixing import _plain, _like
 from .surgery import in_lr_find as _in_lr_find
+from collections import namedtuple
 
 # %% auto #0
-__all__ = ['loss_is_int_target', 'check_finite_batch', 'MixingCallback']
+__all__ = ['MixRecord', 'loss_is_int_target', 'check_finite_batch', 'publish_member_logits', 'MixingCallback']
 
 # %% ../nbs/01_callback.ipynb #65fb725e
 def loss_is_int_target(loss_func)->bool:
@@ -44,9 +45,19 @@ def check_finite_batch(
         elif not finite: raise ValueError(msg)
 
 # %% ../nbs/01_callback.ipynb #638fa633
+MixRecord = namedtuple('MixRecord', 'ratio perm site masks', defaults=(None, None))
+MixRecord.__doc__ = "What a mixing callback did to the last training batch: `ratio` (weight of the batch itself), `perm`, `site` (the module whose output was mixed; None: the input or the logits) and `masks`"
+
+def publish_member_logits(
+    learn, # The `Learner`
+    logits:Tensor|None, # The members' logits `(B, M, C)` of the current batch (None: no members)
+):
+    "The one place that sets `learn.member_logits`: the members' logits of a validation/inference batch, None in training"
+    learn.member_logits = None if logits is None or learn.training else logits
+
 class MixingCallback(Callback):
     "Base of the mixing callbacks: mixed training batches get the mixed loss; `learn.loss_func` is never replaced"
-    order,run_valid,old_lf,_hidden_yb = -1,False,None,None
+    order,run_valid,old_lf,_hidden_yb,last_mix = -1,False,None,None,None
     def before_fit(self): self._refuse_other_mixers()
 
     def _refuse_other_mixers(self):
@@ -64,7 +75,7 @@ class MixingCallback(Callback):
     def before_batch(self):
         "No batch is mixed unless the subclass says so; subclasses leave the batch alone when `skip_batch`"
         # targets hidden by a batch that an exception interrupted are never shown to this one
-        self.mixed,self.skip_batch,self._hidden_yb = False,self.in_lr_find,None
+        self.mixed,self.skip_batch,self._hidden_yb,self.last_mix = False,self.in_lr_find,None,None
         if self.training: check_finite_batch(self.learn.xb, type(self).__name__)
 
     def after_pred(self):
@@ -99,9 +110,12 @@ class MixingCallback(Callback):
     def set_mix(self,
         lam:Tensor|float, # Weight of the current batch, a number or one per sample `(B,)`
         perm:Tensor, # Permutation giving the other samples of the batch
+        site:nn.Module=None, # The module whose output was mixed (None: the input, or the logits)
+        masks:Tensor=None, # The masks used, when the mix has any
     ):
-        "Record that this batch is mixed with `lam` against the batch permuted by `perm`"
+        "Record that this batch is mixed with `lam` against the batch permuted by `perm`; `last_mix` says so publicly"
         self.lam,self.perm,self.mixed = lam,perm,True
+        self.last_mix = MixRecord(lam, perm, site, masks)
         self.yb1 = tuple(_like(_plain(y)[perm], y) for y in self.learn.yb)
 
     def mixed_loss(self, pred, yb_a, yb_b, lam):

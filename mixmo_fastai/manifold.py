@@ -110,7 +110,7 @@ def _check_module_list(model:nn.Module, module_list, who:str):
 
 class _SiteMixing(MixingCallback):
     "Draws one site per batch (the input or a hooked module) and mixes there; subclasses say how"
-    _hook_handle,_reported,sites = None,False,None
+    _hook_handle,_hooked,_reported,sites = None,None,False,None
     def current_alpha(self)->float:
         "The `alpha` of the current batch"
         return self.alpha
@@ -157,7 +157,9 @@ class _SiteMixing(MixingCallback):
             raise TypeError(f"{type(self).__name__}: {type(module).__name__} returned {type(out).__name__} with no "
                 f"floating tensor of batch size {bs} to mix; leave it out (module_list, or add its class to "
                 "non_mixable_module_types)")
-        return self._mix_hidden(out)
+        out = self._mix_hidden(out)
+        if self.last_mix is not None: self.last_mix = self.last_mix._replace(site=module)  # the public record names the site
+        return out
 
     def _remove_hook(self):
         if self._hook_handle is not None: self._hook_handle.remove()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-from .callback import check_finite_batch
+from .callback import check_finite_batch, publish_member_logits
 from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs
 
 # %% auto #0
@@ -379,7 +379,7 @@ class SubspaceCallback(Callback):
                  "seed 0), the line reached 0.418 at its midpoint and 0.423 as the ensemble of its ends, against plain "
                  "training's 0.955: it barely trains at short budgets on these networks. Train for longer, or use MIMO()")
     def before_batch(self):
-        self.learn.member_logits = None
+        publish_member_logits(self.learn, None)
         if self.training:
             check_finite_batch(self.learn.xb, type(self).__name__)
             _sample_layers(self._layers, self.layerwise)
@@ -417,8 +417,9 @@ class SubspaceCallback(Callback):
             self._to_member(i)
             outs.append(self.learn.model(*self.learn.xb))
         self._to_member(0)
-        self.learn.member_logits = torch.stack(outs, 1)
-        self.learn.pred = self.learn.member_logits.mean(1)
+        members = torch.stack(outs, 1)
+        publish_member_logits(self.learn, members)
+        self.learn.pred = members.mean(1)
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics at the evaluation point(s) over `dl` (default: the training data)"
