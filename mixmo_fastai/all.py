@@ -1,6 +1,7 @@
 "Every public name of mixmo_fastai, the fastai way: `from mixmo_fastai.all import *`"
 # Hand-written (not generated): add a line here when a notebook creates a new module.
 from .mixing import *
+from .surgery import *
 from .callback import *
 from .data import *
 from .manifold import *

@@ -6,18 +6,23 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/bench.html.md"""
 
 # %% ../nbs/45_bench.ipynb #e79291e7
 from __future__ import annotations
-import importlib, math, random, time, statistics
+import contextlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
 from fastai.callback.core import _events
 from .data import digits_dls, hard_digits_dls, digits_net
 from .metrics import *
+from .callback import publish_member_logits
+from .manifold import ManifoldMixup, OutputMixup, DynamicManifoldMixup, DynamicOutputMixup, PatchUp
+from .mixmo import MIMO, LinearMixMo, CutMixMo
+from .subspace import SubspaceCallback, LinesSubspace
 
 # %% auto #0
 __all__ = ['METHODS', 'DEFAULT_BENCH', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method',
-           'rows_of', 'check_methods', 'Task', 'check_task', 'get_dls', 'get_model', 'make_learner', 'train_method',
-           'evaluate', 'evaluations', 'time_train_steps', 'time_inference', 'interleaved_medians', 'method_callbacks',
-           'time_callback_cost', 'run_timing', 'timing_table', 'welch_p', 'markdown_table', 'run_bench']
+           'rows_of', 'check_methods', 'Task', 'check_task', 'get_dls', 'arch_channels', 'get_model', 'make_learner',
+           'train_method', 'evaluate', 'evaluations', 'time_train_steps', 'time_inference', 'interleaved_medians',
+           'method_callbacks', 'time_callback_cost', 'run_timing', 'timing_table', 'welch_p', 'markdown_table',
+           'run_bench']
 
 # %% ../nbs/45_bench.ipynb #7b908b10
 class DeepEnsemble(nn.Module):
@@ -29,23 +34,15 @@ class MembersToEnsemble(Callback):
     "Averages a model's member logits `(B, M, C)`; during validation keeps them in `learn.member_logits`"
     order = -5  # before the metrics and fastai's own after_pred users
     def after_pred(self):
-        self.learn.member_logits = None if self.training else self.pred
+        publish_member_logits(self.learn, self.pred)
         self.learn.pred = self.pred.mean(1)
 
 # %% ../nbs/45_bench.ipynb #fc60f997
 class BenchError(Exception):
     "A user error (unknown method, missing folder, bad option): printed on one line by the command line"
 
-class _Callbacks:
-    "Picklable factory of a callback class of `mixmo_fastai.<module>`, imported when first used"
-    def __init__(self, module:str, cls:str, **kwargs): self.module,self.cls,self.kwargs = module,cls,kwargs
-    def __call__(self):
-        try: mod = importlib.import_module(f'mixmo_fastai.{self.module}')
-        except ImportError as e: raise BenchError(f"{self.cls} needs mixmo_fastai.{self.module}, which cannot be imported: {e}")
-        return [getattr(mod, self.cls)(**self.kwargs)]
-
-class _Fastai:
-    "Factory of fastai's own callbacks"
+class _Cbs:
+    "Picklable factory of one callback: `cls(**kwargs)` in a list"
     def __init__(self, cls, **kwargs): self.cls,self.kwargs = cls,kwargs
     def __call__(self): return [self.cls(**self.kwargs)]
 
@@ -55,41 +52,37 @@ class Method:
         doc:str, # One line for the help and the README
         cbs=None, # A function returning the callbacks given to the `Learner` (None: vanilla)
         n_models:int=1, # Independently trained models averaged together (deep ensemble)
-        evals:dict=None, # Row name -> function(learn) setting the evaluation mode (None: one row, the method's name)
+        evals:dict=None, # Row name -> function(learn) giving the context to evaluate in (None: one row, the method's name)
     ): store_attr()
     def callbacks(self)->list: return self.cbs() if self.cbs is not None else []
 
 # %% ../nbs/45_bench.ipynb #4dcaf3fd
-def _subspace_cb(learn):
-    cbs = [cb for cb in learn.cbs if type(cb).__name__ == 'LinesSubspace']
-    if not cbs: raise BenchError("the learner has no LinesSubspace callback")
-    return cbs[0]
+def _subspace_cb(learn)->SubspaceCallback:
+    cb = first(cb for cb in learn.cbs if isinstance(cb, SubspaceCallback))
+    if cb is None: raise BenchError("the learner has no subspace callback")
+    return cb
 
 def _lines_at(*alphas):
-    "Evaluation variant of a line subspace: one point, or the ensemble of several (BatchNorm statistics re-estimated)"
-    def _f(learn):
-        cb = _subspace_cb(learn)
-        cb.eval_point,cb.ensemble_points = alphas[0],(list(alphas) if len(alphas) > 1 else None)
-        cb.update_bn()
-    return _f
+    "Evaluation variant of a line subspace: one point, or the ensemble of several (BatchNorm statistics re-estimated, restored after)"
+    return lambda learn: _subspace_cb(learn).evaluating(*alphas)
 
 METHODS = {
     'vanilla': Method("no mixing"),
-    'mixup': Method("fastai's MixUp(0.4) on the inputs", _Fastai(MixUp, alpha=0.4)),
-    'cutmix': Method("fastai's CutMix(1.0) on the inputs", _Fastai(CutMix, alpha=1.)),
-    'manifold': Method("ManifoldMixup(): mixup at the output of a random residual block", _Callbacks('manifold', 'ManifoldMixup')),
-    'output': Method("OutputMixup(): mixup of the final logits", _Callbacks('manifold', 'OutputMixup')),
-    'dynamic_manifold': Method("DynamicManifoldMixup(): alpha grows along a cosine schedule", _Callbacks('manifold', 'DynamicManifoldMixup')),
-    'dynamic_output': Method("DynamicOutputMixup(): output mixup with scheduled alpha", _Callbacks('manifold', 'DynamicOutputMixup')),
-    'patchup': Method("PatchUp(): blocks of a hidden feature map swapped between samples", _Callbacks('manifold', 'PatchUp')),
-    'mimo': Method("MIMO(): two members, equal-ratio linear mixing of their inputs", _Callbacks('mixmo', 'MIMO')),
-    'linear_mixmo': Method("LinearMixMo(): two members, linear mixing of their encoded inputs", _Callbacks('mixmo', 'LinearMixMo')),
-    'cutmixmo': Method("CutMixMo(): two members, CutMix-style mixing of their encoded inputs", _Callbacks('mixmo', 'CutMixMo')),
-    'cutmixmo_cutmix': Method("CutMixMo() with CutMix on each member's input", _Callbacks('mixmo', 'CutMixMo', input_mix='cutmix')),
+    'mixup': Method("fastai's MixUp(0.4) on the inputs", _Cbs(MixUp, alpha=0.4)),
+    'cutmix': Method("fastai's CutMix(1.0) on the inputs", _Cbs(CutMix, alpha=1.)),
+    'manifold': Method("ManifoldMixup(): mixup at the output of a random residual block", _Cbs(ManifoldMixup)),
+    'output': Method("OutputMixup(): mixup of the final logits", _Cbs(OutputMixup)),
+    'dynamic_manifold': Method("DynamicManifoldMixup(): alpha grows along a cosine schedule", _Cbs(DynamicManifoldMixup)),
+    'dynamic_output': Method("DynamicOutputMixup(): output mixup with scheduled alpha", _Cbs(DynamicOutputMixup)),
+    'patchup': Method("PatchUp(): blocks of a hidden feature map swapped between samples", _Cbs(PatchUp)),
+    'mimo': Method("MIMO(): two members, equal-ratio linear mixing of their inputs", _Cbs(MIMO)),
+    'linear_mixmo': Method("LinearMixMo(): two members, linear mixing of their encoded inputs", _Cbs(LinearMixMo)),
+    'cutmixmo': Method("CutMixMo(): two members, CutMix-style mixing of their encoded inputs", _Cbs(CutMixMo)),
+    'cutmixmo_cutmix': Method("CutMixMo() with CutMix on each member's input", _Cbs(CutMixMo, input_mix='cutmix')),
     'cutmixmo_k0': Method("CutMixMo(keep_frac=0): every member reads its own permutation of the batch (the default before 0.5)",
-                          _Callbacks('mixmo', 'CutMixMo', keep_frac=0.)),
+                          _Cbs(CutMixMo, keep_frac=0.)),
     'lines': Method("LinesSubspace(): a line of networks, evaluated at its midpoint and as its endpoints' ensemble",
-                    _Callbacks('subspace', 'LinesSubspace'),
+                    _Cbs(LinesSubspace),
                     evals={'lines_midpoint': _lines_at(0.5), 'lines_ensemble': _lines_at(0., 1.)}),
     'ensemble2': Method("deep ensemble: two vanilla models trained with different seeds, logits averaged", n_models=2),
 }
@@ -151,6 +144,10 @@ def get_dls(
                                        num_workers=0, device=device)
     if len(dls.train_ds) == 0 or len(dls.valid_ds) == 0: raise BenchError(f"no images found under {str(path)!r}")
     return dls
+
+def arch_channels(arch:str)->int:
+    "Input channels `get_dls` gives `arch` on the embedded tasks: 1 for `digits_net`, 3 (RGB) for torchvision and timm models"
+    return 1 if arch == 'digits_net' else 3
 
 def get_model(
     arch:str='digits_net', # `digits_net`, a torchvision model name (`resnet18`) or a timm model name
@@ -224,9 +221,8 @@ def evaluate(learn:Learner, n_bins:int=15)->dict:
 def evaluations(method:str, learn:Learner)->dict:
     "Row name -> `evaluate` result for each evaluation variant of `method`"
     res = {}
-    for row, setup in (METHODS[method].evals or {method: None}).items():
-        if setup is not None: setup(learn)
-        res[row] = evaluate(learn)
+    for row, context in (METHODS[method].evals or {method: None}).items():
+        with (context(learn) if context is not None else contextlib.nullcontext()): res[row] = evaluate(learn)
     return res
 
 
@@ -356,7 +352,7 @@ def run_timing(
     methods = check_methods(methods or list(METHODS))
     methods = ['vanilla'] + [m for m in methods if m != 'vanilla']
     log = log or noop
-    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3, task=task)
+    dls = get_dls(data, bs, size, arch_channels(arch), task=task)
     learners = {m: make_learner(m, dls, arch, width, 0) for m in methods}
     costs = {m: [] for m in methods}
     def _train(m):
@@ -497,7 +493,7 @@ def run_bench(
     cmethods = [m for m in (check_methods(compute_methods) if compute_methods else COMPUTE_MATCHED) if m in methods]
     log = log or noop
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    channels = 1 if arch == 'digits_net' else 3
+    channels = arch_channels(arch)
     dls = get_dls(data, bs, size, channels, task=task)
     t0 = time.perf_counter()
     # training steps first, on fresh learners: the equal-compute budget needs each method's cost
@@ -526,10 +522,10 @@ def run_bench(
     # inference on trained learners, interleaved across methods and evaluation variants
     fns, row_of = {}, {}
     for m in methods:
-        for row, setup in (METHODS[m].evals or {m: None}).items():
-            def _infer(m=m, setup=setup):
-                if setup is not None: setup(trained[m])
-                return time_inference(trained[m], steps)
+        for row, context in (METHODS[m].evals or {m: None}).items():
+            def _infer(m=m, context=context):
+                with (context(trained[m]) if context is not None else contextlib.nullcontext()):
+                    return time_inference(trained[m], steps)
             fns[row], row_of[row] = _infer, m
     log(f"timing inference of {len(fns)} rows, {n_rounds} rounds of {steps} batches")
     infer = interleaved_medians(fns, n_rounds)

@@ -7,14 +7,14 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/callback.html.md"""
 # %% ../nbs/01_callback.ipynb #65fce09c
 from __future__ import annotations
 from fastai.basics import *
-from copy import deepcopy
 from fastai.callback.mixup import reduce_loss, MixHandler
-from fastai.callback.schedule import LRFinder
 from .mixing import *
 from .mixing import _plain, _like
+from .surgery import in_lr_find as _in_lr_find
+from collections import namedtuple
 
 # %% auto #0
-__all__ = ['loss_is_int_target', 'check_finite_batch', 'MixingCallback']
+__all__ = ['MixRecord', 'loss_is_int_target', 'check_finite_batch', 'publish_member_logits', 'MixingCallback']
 
 # %% ../nbs/01_callback.ipynb #65fb725e
 def loss_is_int_target(loss_func)->bool:
@@ -44,30 +44,20 @@ def check_finite_batch(
         if x.device.type == 'cpu': torch._assert_async(finite, msg)
         elif not finite: raise ValueError(msg)
 
-# %% ../nbs/01_callback.ipynb #c9e5aa0a
-def _fresh_copy(m:nn.Module)->nn.Module:
-    "A copy of `m` re-initialised by its layers' `reset_parameters`, each parameter at the scale of `m`'s"
-    new = deepcopy(m)
-    for old_sub, sub in zip(m.modules(), new.modules()):
-        if not hasattr(sub, 'reset_parameters'): continue
-        sub.reset_parameters()
-        with torch.no_grad():
-            for p_old, p in zip(old_sub.parameters(recurse=False), sub.parameters(recurse=False)):
-                if p.numel() < 2 or p.std() == 0: continue  # constant inits (norm layers' ones/zeros) stay
-                # fastai/timm initialise with other laws than PyTorch's default: keep the original's scale
-                if p_old.std() == 0: p.copy_(p_old)
-                else: p.mul_(p_old.std() / p.std())
-    return new
-
-def _depthwise_convs(model:nn.Module)->int:
-    "Number of depthwise convolutions (`groups == in_channels > 1`) in `model`: the EfficientNet and MobileNet families"
-    return sum(isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())
-
-
 # %% ../nbs/01_callback.ipynb #638fa633
+MixRecord = namedtuple('MixRecord', 'ratio perm site masks', defaults=(None, None))
+MixRecord.__doc__ = "What a mixing callback did to the last training batch: `ratio` (weight of the batch itself), `perm`, `site` (the module whose output was mixed; None: the input or the logits) and `masks`"
+
+def publish_member_logits(
+    learn, # The `Learner`
+    logits:Tensor|None, # The members' logits `(B, M, C)` of the current batch (None: no members)
+):
+    "The one place that sets `learn.member_logits`: the members' logits of a validation/inference batch, None in training"
+    learn.member_logits = None if logits is None or learn.training else logits
+
 class MixingCallback(Callback):
     "Base of the mixing callbacks: mixed training batches get the mixed loss; `learn.loss_func` is never replaced"
-    order,run_valid,old_lf,_hidden_yb = -1,False,None,None
+    order,run_valid,old_lf,_hidden_yb,last_mix = -1,False,None,None,None
     def before_fit(self): self._refuse_other_mixers()
 
     def _refuse_other_mixers(self):
@@ -85,7 +75,7 @@ class MixingCallback(Callback):
     def before_batch(self):
         "No batch is mixed unless the subclass says so; subclasses leave the batch alone when `skip_batch`"
         # targets hidden by a batch that an exception interrupted are never shown to this one
-        self.mixed,self.skip_batch,self._hidden_yb = False,self.in_lr_find,None
+        self.mixed,self.skip_batch,self._hidden_yb,self.last_mix = False,self.in_lr_find,None,None
         if self.training: check_finite_batch(self.learn.xb, type(self).__name__)
 
     def after_pred(self):
@@ -115,14 +105,17 @@ class MixingCallback(Callback):
     @property
     def in_lr_find(self)->bool:
         "Whether the current fit is `lr_find`'s mock training (nothing is mixed then)"
-        return any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        return _in_lr_find(self.learn)
 
     def set_mix(self,
         lam:Tensor|float, # Weight of the current batch, a number or one per sample `(B,)`
         perm:Tensor, # Permutation giving the other samples of the batch
+        site:nn.Module=None, # The module whose output was mixed (None: the input, or the logits)
+        masks:Tensor=None, # The masks used, when the mix has any
     ):
-        "Record that this batch is mixed with `lam` against the batch permuted by `perm`"
+        "Record that this batch is mixed with `lam` against the batch permuted by `perm`; `last_mix` says so publicly"
         self.lam,self.perm,self.mixed = lam,perm,True
+        self.last_mix = MixRecord(lam, perm, site, masks)
         self.yb1 = tuple(_like(_plain(y)[perm], y) for y in self.learn.yb)
 
     def mixed_loss(self, pred, yb_a, yb_b, lam):

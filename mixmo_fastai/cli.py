@@ -14,6 +14,8 @@ from fastai.vision.all import *
 from .bench import *
 from .bench import BenchError
 from fastai.callback.mixup import MixHandler
+from .callback import MixingCallback, MixRecord
+from .mixmo import member_views
 
 # %% auto #0
 __all__ = ['CLIError', 'RECIPES', 'Recipe', 'train', 'show_mixing', 'main']
@@ -65,7 +67,7 @@ def train(
     method = check_methods([method])[0]
     if epochs < 1: raise CLIError(f"--epochs must be at least 1, got {epochs}")
     if lr <= 0: raise CLIError(f"--lr must be positive, got {lr}")
-    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3, task=task)
+    dls = get_dls(data, bs, size, arch_channels(arch), task=task)
     learn = train_method(method, dls, epochs, lr, seed, arch, width, metrics=accuracy, quiet=quiet)
     res = {row: {k: v for k, v in r.items() if k not in ('logits', 'targs')} for row, r in evaluations(method, learn).items()}
     if out:
@@ -83,11 +85,11 @@ class _Capture(Callback):
         self.x1 = self.learn.xb[0].detach().clone()
         self.state = {}
         for cb in self.learn.cbs:
-            # the package's mixing callbacks say whether they mixed; fastai's MixUp/CutMix always do
-            if hasattr(cb, 'mixed') or isinstance(cb, MixHandler):
-                self.state = dict(cb=cb, mixed=getattr(cb, 'mixed', True), lam=getattr(cb, 'lam', None), perm=getattr(cb, 'perm', None),
-                                  site=getattr(cb, '_hooked', None),
-                                  masks=getattr(getattr(getattr(cb, 'encoders', None), 'state', None), 'masks', None))
+            # the package's mixing callbacks publish their last mix; fastai's MixUp/CutMix always mix, with `lam`
+            if isinstance(cb, MixingCallback):
+                rec = cb.last_mix or MixRecord(None, None)
+                self.state = dict(cb=cb, mixed=cb.mixed, lam=rec.ratio, perm=rec.perm, site=rec.site, masks=rec.masks)
+            elif isinstance(cb, MixHandler): self.state = dict(cb=cb, mixed=True, lam=cb.lam, perm=None, site=None, masks=None)
         raise CancelFitException()
 
 class _First(Callback):
@@ -118,7 +120,7 @@ def show_mixing(
     method = check_methods([method])[0]
     if METHODS[method].n_models > 1 or METHODS[method].cbs is None:
         raise CLIError(f"{method} does not change the training batches: nothing to show")
-    dls = get_dls(data, bs, size, 1 if arch == 'digits_net' else 3, task=task)
+    dls = get_dls(data, bs, size, arch_channels(arch), task=task)
     learn = make_learner(method, dls, arch, width, seed)
     cap = _Capture()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=[_First(cap), cap])
@@ -128,7 +130,6 @@ def show_mixing(
     perm = st.get('perm')
     if st.get('masks') is not None:  # MixMo: one row of inputs, masks and views per member
         inputs, masks = x1[:n], st['masks'][:n].cpu().float()
-        from mixmo_fastai.mixmo import member_views
         views = member_views(inputs, masks)
         m = inputs.shape[1]
         rows = [(f'member {j} input', inputs[:, j]) for j in range(m)]

@@ -13,6 +13,7 @@ from fastai.layers import ResBlock, LinBnDrop
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
+from .surgery import unwrap_model
 
 # %% auto #0
 __all__ = ['non_mixable_module_types', 'block_module_types', 'ManifoldMixupModule', 'mixing_sites', 'ManifoldMixup',
@@ -56,17 +57,13 @@ block_module_types = _block_types()
 def _is_leaf(m): return next(m.children(), None) is None
 def _has_params(m): return next(m.parameters(recurse=False), None) is not None
 
-def _unwrap(model:nn.Module)->nn.Module:
-    "The model inside a `DataParallel`/`DistributedDataParallel` wrapper"
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
-
 def mixing_sites(
     model:nn.Module, # The model (a DDP/DataParallel wrapper is looked through)
     module_list:list=None, # Explicit sites: used as they are
 )->tuple[list, str]:
     "The modules at whose output hidden-layer mixing may happen, and the rule that chose them"
     if module_list is not None: return list(module_list), 'module_list'
-    mods = list(_unwrap(model).modules())[1:]  # never the root model
+    mods = list(unwrap_model(model).modules())[1:]  # never the root model
     marked = [m for m in mods if isinstance(m, ManifoldMixupModule)]
     if marked: return marked, 'ManifoldMixupModule'
     # the output layer and whatever is registered after it are never sites
@@ -105,7 +102,7 @@ def _check_alpha(alpha, who:str, name:str='alpha'):
 def _check_module_list(model:nn.Module, module_list, who:str):
     "Refuse `module_list` entries that are not modules inside `model`"
     if module_list is None: return
-    inside = set(id(m) for m in _unwrap(model).modules())
+    inside = set(id(m) for m in unwrap_model(model).modules())
     for m in module_list:
         if not isinstance(m, nn.Module) or id(m) not in inside: raise ValueError(
             f"{who}: module_list must hold modules of learn.model (or ManifoldMixupModule wrappers inside it), "
@@ -113,7 +110,7 @@ def _check_module_list(model:nn.Module, module_list, who:str):
 
 class _SiteMixing(MixingCallback):
     "Draws one site per batch (the input or a hooked module) and mixes there; subclasses say how"
-    _hook_handle,_reported,sites = None,False,None
+    _hook_handle,_hooked,_reported,sites = None,None,False,None
     def current_alpha(self)->float:
         "The `alpha` of the current batch"
         return self.alpha
@@ -160,7 +157,9 @@ class _SiteMixing(MixingCallback):
             raise TypeError(f"{type(self).__name__}: {type(module).__name__} returned {type(out).__name__} with no "
                 f"floating tensor of batch size {bs} to mix; leave it out (module_list, or add its class to "
                 "non_mixable_module_types)")
-        return self._mix_hidden(out)
+        out = self._mix_hidden(out)
+        if self.last_mix is not None: self.last_mix = self.last_mix._replace(site=module)  # the public record names the site
+        return out
 
     def _remove_hook(self):
         if self._hook_handle is not None: self._hook_handle.remove()
@@ -176,7 +175,7 @@ class _SiteMixing(MixingCallback):
 
     def _report(self, use_input:bool):
         "Say once where this callback mixes"
-        names = {id(m): n for n, m in _unwrap(self.learn.model).named_modules()}
+        names = {id(m): n for n, m in unwrap_model(self.learn.model).named_modules()}
         sites = ['input'] if use_input else []
         sites += [f"{names.get(id(m), '?')} ({type(m).__name__})" for m in self._site_mods]
         self.sites,self._reported = sites,True

@@ -11,11 +11,12 @@ from fastai.basics import *
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
-from .callback import _fresh_copy, _depthwise_convs
+from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, set_module
 
 # %% auto #0
 __all__ = ['mixmo_box_prob', 'mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'seen_fraction', 'MixMoEncoder',
-           'MixMoHead', 'mixmo_parts', 'mixmo_model', 'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO', 'member_views']
+           'MixMoHead', 'mixmo_parts', 'mixmo_model', 'mixmo_convert', 'mixmo_unconvert', 'member_permutations',
+           'member_input_mix', 'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO', 'member_views']
 
 # %% ../nbs/20_mixmo.ipynb #8907f7d5
 def mixmo_box_prob(
@@ -88,8 +89,6 @@ def seen_fraction(
     return torch.where(seen > 0, own / seen.clamp_min(1e-12), keep.flatten(1).mean(1))
 
 # %% ../nbs/20_mixmo.ipynb #327e927a
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
 class _MixMoState:
     "What the encoders and the heads of one converted model share (a plain object: not in the state dict)"
     def __init__(self): self.masks,self.split,self.member_logits = None,False,None
@@ -104,7 +103,7 @@ class MixMoEncoder(Module):
         n_members:int=2, # M
         state:_MixMoState=None, # Shared with the heads
     ):
-        self.layers = nn.ModuleList([layer] + [_fresh_copy(layer) for _ in range(n_members-1)])
+        self.layers = nn.ModuleList([layer] + [fresh_copy(layer) for _ in range(n_members-1)])
         self.n_members,self.state = n_members,ifnone(state, _MixMoState())
         ws = [p for p in layer.parameters() if p.ndim > 1]
         if not ws: raise ValueError(f"MixMo encoders need a layer with a weight matrix (a convolution), got {type(layer).__name__}")
@@ -121,7 +120,7 @@ class MixMoEncoder(Module):
     def _summed(self, x):
         "`sum_i enc_i(x)`, as one convolution with the summed weights when the layers are plain convolutions"
         l0 = self.layers[0]
-        if type(l0) not in _CONVS: return sum(l(x) for l in self.layers)
+        if type(l0) not in conv_types: return sum(l(x) for l in self.layers)
         w = sum(l.weight for l in self.layers)
         b = None if l0.bias is None else sum(l.bias for l in self.layers)
         return l0._conv_forward(x, w, b)
@@ -158,10 +157,6 @@ class MixMoHead(Module):
         return ensemble_logits(out, self.ensemble)
 
 # %% ../nbs/20_mixmo.ipynb #a884e5dc
-def _set_module(model:nn.Module, name:str, new:nn.Module):
-    parent, _, child = name.rpartition('.')
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
 def _module_names(model, n=8): return [n_ for n_, _ in model.named_modules() if n_][:n]
 
 def _find(model, name, kind, first):
@@ -190,7 +185,7 @@ def _stem_norm(model, enc_name)->list:
 
 def mixmo_parts(model:nn.Module)->tuple:
     "The `MixMoEncoder` and `MixMoHead` of a converted model (`None`s if it is not converted)"
-    model = getattr(model, 'module', model)  # DDP/Accelerate wrappers
+    model = unwrap_model(model)
     enc = first(m for m in model.modules() if isinstance(m, MixMoEncoder))
     head = first(m for m in model.modules() if isinstance(m, MixMoHead))
     return enc, head
@@ -198,7 +193,8 @@ def mixmo_parts(model:nn.Module)->tuple:
 # %% ../nbs/20_mixmo.ipynb #eeb65f32
 def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->list:
     "Convert `model` (unwrapped) in place; returns the `(name, module)` pairs it replaced, in the order to put them back"
-    enc_name, enc = _find(model, encoder, _CONVS, first=True)
+    model = unwrap_model(model)
+    enc_name, enc = _find(model, encoder, conv_types, first=True)
     if enc is None: raise ValueError(
         f"MixMo found no convolution in {type(model).__name__} to copy into member encoders: pass `encoder=` the name "
         f"of the layer whose output is mixed (names start with {_module_names(model)})")
@@ -207,11 +203,11 @@ def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->lis
         f"MixMo needs a final nn.Linear in {type(model).__name__} to split into member heads: pass `head=` its name "
         f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {_module_names(model)})")
     norms = [(n, model.get_submodule(n)) for n in (_stem_norm(model, enc_name) if encoder_norm else [])]
-    for n, _ in norms: _set_module(model, n, nn.Identity())
+    for n, _ in norms: set_module(model, n, nn.Identity())
     state = _MixMoState()
     layer = nn.Sequential(enc, *[m for _, m in norms]) if norms else enc
-    _set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
-    _set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
+    set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
+    set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
     return [(enc_name, enc), (head_name, hd)] + norms
 
 def mixmo_model(
@@ -223,16 +219,104 @@ def mixmo_model(
     encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
 )->nn.Module:
     "Turn `model` into a MixMo network with `n_members` encoders and heads (in place; a converted model is returned as it is)"
-    if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
-    inner = getattr(model, 'module', model)
-    enc, hd = mixmo_parts(inner)
-    if enc is not None:
-        if enc.n_members != n_members: raise ValueError(f"Model already converted with {enc.n_members} members, not {n_members}")
-        hd.ensemble = ensemble
-        return model
-    _mixmo_convert(inner, n_members, encoder, head, ensemble, encoder_norm)
+    mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)
     return model
 
+def mixmo_convert(
+    model:nn.Module, # A classification network: converted in place
+    n_members:int=2, # M
+    encoder:str=None, # Name of the layer whose output is mixed (default: the first convolution)
+    head:str=None, # Name of the final `nn.Linear` (default: the last `nn.Linear`)
+    ensemble:str='logits', # Ensemble rule at inference: 'logits' or 'probs'
+    encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
+)->list:
+    "`mixmo_model`, returning what it replaced: the `(name, module)` pairs that `mixmo_unconvert` puts back (`[]` for a converted model)"
+    if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
+    enc, hd = mixmo_parts(model)
+    if enc is None: return _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)
+    if enc.n_members != n_members: raise ValueError(f"Model already converted with {enc.n_members} members, not {n_members}")
+    hd.ensemble = ensemble
+    return []
+
+def mixmo_unconvert(
+    model:nn.Module, # A model converted by `mixmo_convert`
+    replaced:list, # What `mixmo_convert` returned
+):
+    "Put back the original encoder, its norm layers and the final `Linear` that `mixmo_convert` replaced"
+    for name, m in replaced: set_module(unwrap_model(model), name, m)
+
+# %% ../nbs/20_mixmo.ipynb #8c856840
+def member_permutations(
+    bs:int, # Batch size of an ordinary loader's batch
+    n_members:int=2, # M
+    keep_frac:float=0.5, # rho: fraction of positions that every member reads from the same sample
+    device=None,
+)->list:
+    "One permutation of the batch per member (member 0: the identity), as MIMO's input repetition"
+    # `keep_frac` of the positions read the same sample in every member; the others are shuffled among themselves
+    # for each member, so that every member reads every sample of the batch once
+    free = torch.randperm(bs, device=device)[:bs - int(bs * keep_frac)]
+    perms = [torch.arange(bs, device=device)]
+    for _ in range(n_members-1):
+        perm = torch.arange(bs, device=device)
+        perm[free] = free[torch.randperm(len(free), device=device)]
+        perms.append(perm)
+    return perms
+
+def member_input_mix(
+    inputs:list, # Each member's inputs `(B, C, *spatial)`
+    soft:list, # Each member's soft targets `(B, n_classes)`
+    masks:Tensor, # MixMo masks `(B, M, *feature_spatial)`
+    how:str='cutmix', # 'cutmix' or 'mixup'
+    prob:float=0.5, # Probability that a member's inputs are mixed
+    alpha:float=1., # Ratios ~ Beta(alpha, alpha)
+)->tuple[list, list]:
+    "CutMix/Mixup inside each member's inputs, targets by what the member sees of its own sample (at least half)"
+    inputs, soft = list(inputs), list(soft)
+    for i, (x, t) in enumerate(zip(inputs, soft)):
+        if torch.rand(()).item() >= prob: continue
+        bs = x.shape[0]
+        perm = torch.randperm(bs, device=x.device)
+        lam = sample_lam(alpha, (bs,), device=x.device)
+        if how == 'mixup':
+            own = torch.maximum(lam, 1-lam)   # the member's own sample dominates
+            inputs[i] = mix(x, x[perm], own)
+        else:
+            box, _ = box_mask(lam, tuple(x.shape[2:]), device=x.device)
+            keep = 1 - box
+            own = seen_fraction(keep, masks[:, i])
+            # the member's own sample covers at least half of what the member sees: swap roles if not
+            swap = own < 0.5
+            keep = torch.where(swap.reshape(-1, *[1]*(keep.ndim-1)), box, keep)
+            own = torch.where(swap, 1 - own, own)
+            inputs[i] = mix(x, x[perm], spatial_mask_for(keep, x))
+        soft[i] = mix(t, t[perm], own)
+    return inputs, soft
+
+def _output_shape(layer:nn.Module, x:Tensor)->tuple:
+    "Spatial shape of `layer`'s output on inputs shaped like `x`, from one sample in eval mode (no running statistics move)"
+    mode = layer.training
+    try:
+        with torch.no_grad(): return tuple(layer.eval()(x[:1]).shape[2:])
+    finally: layer.train(mode)
+
+def _depthwise_msg(who, n_epoch):
+    return (f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
+            f"{n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
+            "seed 0), CutMixMo reached 0.744 and LinearMixMo 0.657 against plain training's 0.955, where MIMO() "
+            "(equal ratios, no box) reached 0.875. Use MIMO() or train for longer")
+
+def _keep_msg(who, n_epoch):
+    return (f"{who}(keep_frac=0) on an ordinary loader for {n_epoch} epochs: each member reads "
+            "its own permutation of every batch, which the benchmark measured to lose to plain training at short "
+            "budgets (mixmo-fastai bench --task hard_digits, 3 seeds: CutMixMo(keep_frac=0) 68.0% / NLL 1.06 at 20 "
+            "epochs and 76.5% / 0.73 at 40, against vanilla's 79.0% / 0.73 and 79.5% / 0.77). Use the default "
+            "keep_frac=0.5 (77.8% / 0.73 and 80.4% / 0.64) or train for longer")
+
+def _small_batch_msg(n_members, bs):
+    return (f"MixMo with {n_members} members reads {n_members} permutations of each batch of an ordinary "
+            f"loader: a training batch of {bs} sample(s) cannot give every member its own samples. Use a batch size "
+            f"of at least {n_members} (with drop_last=True for the training loader), fewer members, or mixmo_dls")
 
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
 class MixMo(MixingCallback):
@@ -281,24 +365,12 @@ class MixMo(MixingCallback):
     def _warn_measured_loss(self):
         "Warn once about a configuration that was measured to lose to plain training"
         if self._warned: return
-        msg = self._depthwise_msg() if self.alpha > 0 and self.n_epoch < 20 and _depthwise_convs(self.learn.model) else None
+        who = type(self).__name__
+        msg = _depthwise_msg(who, self.n_epoch) if self.alpha > 0 and self.n_epoch < 20 and depthwise_convs(self.learn.model) else None
         dl = getattr(self.learn.dls, 'train', None)
         # a MixMo loader's members read independent samples by design
-        if self.keep_frac == 0 and self.n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = self._keep_msg()
+        if self.keep_frac == 0 and self.n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = _keep_msg(who, self.n_epoch)
         if msg: self._warned = True; warn(msg)
-
-    def _depthwise_msg(self):
-        return (f"{type(self).__name__} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
-                f"{self.n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
-                "seed 0), CutMixMo reached 0.744 and LinearMixMo 0.657 against plain training's 0.955, where MIMO() "
-                "(equal ratios, no box) reached 0.875. Use MIMO() or train for longer")
-
-    def _keep_msg(self):
-        return (f"{type(self).__name__}(keep_frac=0) on an ordinary loader for {self.n_epoch} epochs: each member reads "
-                "its own permutation of every batch, which the benchmark measured to lose to plain training at short "
-                "budgets (mixmo-fastai bench --task hard_digits, 3 seeds: CutMixMo(keep_frac=0) 68.0% / NLL 1.06 at 20 "
-                "epochs and 76.5% / 0.73 at 40, against vanilla's 79.0% / 0.73 and 79.5% / 0.77). Use the default "
-                "keep_frac=0.5 (77.8% / 0.73 and 80.4% / 0.64) or train for longer")
 
     def _check_loss(self):
         if not loss_is_int_target(self.learn.loss_func): raise ValueError(
@@ -310,31 +382,21 @@ class MixMo(MixingCallback):
         dl = getattr(self.learn.dls, 'train', None)
         if dl is None or getattr(dl, 'multi', False): return
         bs = getattr(dl, 'bs', None)
-        if bs is not None and bs < self.n_members: raise ValueError(self._small_batch_msg(bs))
-
-    def _small_batch_msg(self, bs):
-        return (f"MixMo with {self.n_members} members reads {self.n_members} permutations of each batch of an ordinary "
-                f"loader: a training batch of {bs} sample(s) cannot give every member its own samples. Use a batch size "
-                f"of at least {self.n_members} (with drop_last=True for the training loader), fewer members, or mixmo_dls")
+        if bs is not None and bs < self.n_members: raise ValueError(_small_batch_msg(self.n_members, bs))
 
     def _convert(self, reset_opt=False):
         "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
-        inner = getattr(self.learn.model, 'module', self.learn.model)
-        if mixmo_parts(inner)[0] is None:
-            # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
-            self._orig = _mixmo_convert(inner, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
-        else: mixmo_model(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble)
+        # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
+        self._orig = mixmo_convert(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
         if reset_opt and self.learn.opt is not None:
             hypers = self.learn.opt.hypers
             self.learn.create_opt()
             for k in hypers[0]: self.learn.opt.set_hyper(k, [h[k] for h in hypers][:len(self.learn.opt.hypers)])
 
     def _unconvert(self):
-        "Put back the original encoder, its norm layers and the final `Linear` (before any training step only)"
-        orig = getattr(self, '_orig', None)
-        if orig is None: return
-        inner = getattr(self.learn.model, 'module', self.learn.model)
-        for name, m in orig: _set_module(inner, name, m)
+        "Put back what `_convert` replaced (before any training step only)"
+        if not getattr(self, '_orig', None): return
+        mixmo_unconvert(self.learn.model, self._orig)
         self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
         self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
 
@@ -353,13 +415,13 @@ class MixMo(MixingCallback):
         inputs, targets = self._member_inputs(xs, ys)
         masks, ratios = self._masks(inputs[0])
         soft = [to_soft(y, self.heads.n_out) for y in targets]
-        if self.input_mix: inputs, soft = self._input_mix(inputs, soft, masks)
+        if self.input_mix: inputs, soft = member_input_mix(inputs, soft, masks, self.input_mix, self.input_mix_prob, self.input_mix_alpha)
         self.encoders.state.masks = masks
         self.targets,self.weights = torch.stack(soft, 1),mixmo_weights(ratios, self.weight_root)
         # computed on plain tensors, given back the loader's tensor classes
         self.learn.xb = (_like(torch.stack(inputs, 1), xs[0]),)
         self.learn.yb = tuple(_like(t, ys[0]) for t in targets)
-        self.mixed = True
+        self.mixed,self.last_mix = True,MixRecord(ratios, None, self.encoders, masks)
 
     def after_pred(self):
         "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
@@ -368,7 +430,7 @@ class MixMo(MixingCallback):
             self.learn.pred = _like(ensemble_logits(_plain(self.member_pred).detach(), self.ensemble), self.member_pred)
             self.learn.yb = self.learn.yb[:1]
             self._hide_targets()
-        self.learn.member_logits = None if self.training else self.encoders.state.member_logits
+        publish_member_logits(self.learn, self.encoders.state.member_logits)
         self.encoders.state.member_logits = None
 
     def lf(self, pred, *yb):
@@ -380,7 +442,7 @@ class MixMo(MixingCallback):
         self._clear()
     def after_cancel_batch(self): super().after_cancel_batch(); self._clear()
     def after_cancel_train(self): super().after_cancel_train(); self._clear()
-    def after_fit(self): self._clear(); self.learn.member_logits = None
+    def after_fit(self): self._clear(); publish_member_logits(self.learn, None)
 
     def _clear(self):
         "Forget the last batch's masks and targets"
@@ -402,26 +464,14 @@ class MixMo(MixingCallback):
             f"(mixmo_dls), got {len(xs)} inputs and {len(ys)} targets")
         x, y = _plain(xs[0]), _plain(ys[0])
         bs = x.shape[0]
-        if bs < m: self._refuse(self._small_batch_msg(bs))
-        # MIMO's input repetition: `keep_frac` of the positions read the same sample in every member; the others are
-        # shuffled among themselves for each member, so that every member reads every sample of the batch once
-        free = torch.randperm(bs, device=x.device)[:bs - int(bs * self.keep_frac)]
-        perms = [torch.arange(bs, device=x.device)]
-        for _ in range(m-1):
-            perm = torch.arange(bs, device=x.device)
-            perm[free] = free[torch.randperm(len(free), device=x.device)]
-            perms.append(perm)
+        if bs < m: self._refuse(_small_batch_msg(m, bs))
+        perms = member_permutations(bs, m, self.keep_frac, x.device)
         return [x[p] for p in perms], [y[p] for p in perms]
 
     def _feature_shape(self, x):
         "Spatial shape of the encoders' output for inputs shaped like `x` (one small forward per input shape)"
         key = tuple(x.shape[1:])
-        if key not in self._shapes:
-            l = self.encoders.layers[0]
-            mode = l.training
-            try:  # in eval mode: one sample must not move the norm layers' running statistics
-                with torch.no_grad(): self._shapes[key] = tuple(l.eval()(x[:1]).shape[2:])
-            finally: l.train(mode)
+        if key not in self._shapes: self._shapes[key] = _output_shape(self.encoders.layers[0], x)
         return self._shapes[key]
 
     def _masks(self, x):
@@ -437,28 +487,6 @@ class MixMo(MixingCallback):
         box_member = int(torch.randint(0, m, ()))
         return mixmo_masks(lams, spatial, box, box_member)
 
-    def _input_mix(self, inputs, soft, masks):
-        "CutMix/Mixup inside each member's inputs (probability `input_mix_prob`), targets by what the member sees"
-        inputs, soft = list(inputs), list(soft)
-        for i, (x, t) in enumerate(zip(inputs, soft)):
-            if torch.rand(()).item() >= self.input_mix_prob: continue
-            bs = x.shape[0]
-            perm = torch.randperm(bs, device=x.device)
-            lam = sample_lam(self.input_mix_alpha, (bs,), device=x.device)
-            if self.input_mix == 'mixup':
-                own = torch.maximum(lam, 1-lam)   # the member's own sample dominates
-                inputs[i] = mix(x, x[perm], own)
-            else:
-                box, _ = box_mask(lam, tuple(x.shape[2:]), device=x.device)
-                keep = 1 - box
-                own = seen_fraction(keep, masks[:, i])
-                # the member's own sample covers at least half of what the member sees: swap roles if not
-                swap = own < 0.5
-                keep = torch.where(swap.reshape(-1, *[1]*(keep.ndim-1)), box, keep)
-                own = torch.where(swap, 1 - own, own)
-                inputs[i] = mix(x, x[perm], spatial_mask_for(keep, x))
-            soft[i] = mix(t, t[perm], own)
-        return inputs, soft
 
 # %% ../nbs/20_mixmo.ipynb #2004cfcb
 @delegates(MixMo)

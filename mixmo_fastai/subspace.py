@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-from .callback import check_finite_batch, _fresh_copy, _depthwise_convs
+from .callback import check_finite_batch, publish_member_logits
+from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
@@ -54,25 +55,21 @@ def _random_pair(n:int)->tuple:
     return (0, 1) if n == 2 else tuple(sorted(torch.randperm(n)[:2].tolist()))
 
 # %% ../nbs/30_subspace.ipynb #ff45ee24
-_conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_kinds = {**{t: 'conv' for t in _conv_types}, nn.Linear: 'linear', **{t: 'bn' for t in _bn_types}}
+_kinds = {**{t: 'conv' for t in conv_types}, nn.Linear: 'linear', **{t: 'bn' for t in _bn_types}}
 
-def _is_weight_layer(m)->bool: return isinstance(m, (*_conv_types, nn.Linear))
+def _is_weight_layer(m)->bool: return isinstance(m, (*conv_types, nn.Linear))
 
 def convertible(m:nn.Module)->bool:
     "Whether `to_subspace` converts `m`: a Conv1d/2d/3d, Linear or BatchNorm layer with parameters"
     if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params(): return False
-    return isinstance(m, (*_conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
+    return isinstance(m, (*conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
 
-def _new_point(m:nn.Module, shared_stats:bool)->nn.Module:
-    "A new control point like `m`: BatchNorm ones/zeros without running statistics, other layers drawn afresh at `m`'s scale"
-    if not isinstance(m, _BatchNorm):
-        if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
-        return _fresh_copy(m)
-    new = deepcopy(m)
-    if new.affine: nn.init.ones_(new.weight); nn.init.zeros_(new.bias)
-    if shared_stats:
+def _new_point(m:nn.Module)->nn.Module:
+    "A new control point like `m`, drawn afresh at `m`'s scale (`fresh_copy`); BatchNorm: ones/zeros, statistics shared with point 0"
+    if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+    new = fresh_copy(m)
+    if isinstance(new, _BatchNorm):
         for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
     return new
 
@@ -99,7 +96,7 @@ class SubspaceLayer(Module):
         if not convertible(layer): raise TypeError(f"Cannot make a subspace layer of {type(layer).__name__}: "
             "only Conv1d/2d/3d, Linear and BatchNorm layers with parameters (initialised, not lazy) are converted")
         self.space = ifnone(space, SubspaceLine())
-        self.points = nn.ModuleList([layer] + [_new_point(layer, True) for _ in range(self.space.n_points-1)])
+        self.points = nn.ModuleList([layer] + [_new_point(layer) for _ in range(self.space.n_points-1)])
         self.names = [n for n, _ in layer.named_parameters(recurse=False)]
         self.coeffs = (1.,) + (0.,) * (self.space.n_points-1)
 
@@ -216,6 +213,16 @@ def _average_over_processes(bns):
 
 def _bn_modules(model): return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
 
+def _bn_snapshot(bns)->list:
+    "Copies of the running statistics of `bns`, batch counts included"
+    return [{k: getattr(m, k).clone() for k in ('running_mean', 'running_var', 'num_batches_tracked')
+             if getattr(m, k) is not None} for m in bns]
+
+def _bn_restore(bns, snapshot):
+    with torch.no_grad():
+        for m, st in zip(bns, snapshot):
+            for k, t in st.items(): getattr(m, k).copy_(t)
+
 def _model_device(model):
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else None
@@ -226,27 +233,34 @@ def update_bn(
     point=None, # Where to put the model first (default: leave the layers where they are)
     coeffs:tuple=None, # Or directly the weights of the control points
 ):
-    "Re-estimate the BatchNorm running statistics of the model at `point` over `dl`"
+    "Re-estimate the BatchNorm running statistics of the model at `point` over `dl`; an exception leaves the model as it was"
     is_learn = hasattr(learn_or_model, 'dls')
     model = learn_or_model.model if is_learn else learn_or_model
-    model = getattr(model, 'module', model)  # DDP would broadcast rank 0's statistics at every forward
+    model = unwrap_model(model)  # DDP would broadcast rank 0's statistics at every forward
     if dl is None:
         if not is_learn: raise ValueError("Pass the training data: `update_bn(model, dl, point)`")
         dl = _train_pass(learn_or_model.dls)
-    if point is not None or coeffs is not None: set_point(model, point, coeffs)
-    bns = _bn_modules(model)
-    if not bns: return
-    momenta = [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None  # None: cumulative average
-    n_inp, dev, was_training = getattr(dl, 'n_inp', 1), _model_device(model), model.training
-    model.train()
-    with torch.no_grad():
-        for b in dl:
-            xb = b[:n_inp] if isinstance(b, (tuple, list)) else (b,)
-            model(*to_device(xb, dev))
-    for m, mo in zip(bns, momenta): m.momentum = mo
-    _average_over_processes(bns)
-    model.train(was_training)
+    layers, bns = subspace_layers(model), _bn_modules(model)
+    coeffs0, stats0, momenta, was_training = layers.attrgot('coeffs'), _bn_snapshot(bns), [m.momentum for m in bns], model.training
+    try:
+        if point is not None or coeffs is not None: set_point(model, point, coeffs)
+        if not bns: return
+        for m in bns: m.reset_running_stats(); m.momentum = None  # None: cumulative average
+        n_inp, dev = getattr(dl, 'n_inp', 1), _model_device(model)
+        model.train()
+        with torch.no_grad():
+            for b in dl:
+                xb = b[:n_inp] if isinstance(b, (tuple, list)) else (b,)
+                model(*to_device(xb, dev))
+        _average_over_processes(bns)
+    except BaseException:
+        # an interrupted estimate (bad batch, Ctrl-C) puts back the point and the statistics it started from
+        for l, c in zip(layers, coeffs0): l.coeffs = c
+        _bn_restore(bns, stats0)
+        raise
+    finally:
+        for m, mo in zip(bns, momenta): m.momentum = mo
+        model.train(was_training)
 
 # %% ../nbs/30_subspace.ipynb #cc735728
 def bn_state(model:nn.Module)->list:
@@ -284,24 +298,22 @@ def subspace_ensemble(
     points=(0., 1.), # Points of the ensemble
     bn_states:list=None, # BatchNorm statistics of each point (`bn_state` after `update_bn`), if any
 )->tuple[Tensor, Tensor]:
-    "Mean logits of the model at several points, and the logits of each point `(B, M, C)`"
-    space, old = _space_of(model), subspace_layers(model).attrgot('coeffs')
+    "Mean logits of the model at several points, and the logits of each point `(B, M, C)`; the model is left as it was"
+    old = subspace_layers(model).attrgot('coeffs')
     saved = bn_state(model) if bn_states else None
     outs = []
-    for i, p in enumerate(points):
-        if bn_states: load_bn_state(model, bn_states[i])
-        set_point(model, p)
-        outs.append(model(*xb))
-    if saved: load_bn_state(model, saved)
-    for l, c in zip(subspace_layers(model), old): l.coeffs = c
+    try:
+        for i, p in enumerate(points):
+            if bn_states: load_bn_state(model, bn_states[i])
+            set_point(model, p)
+            outs.append(model(*xb))
+    finally:  # the model is left at its point and statistics, even when a forward pass raises
+        if saved is not None: load_bn_state(model, saved)
+        for l, c in zip(subspace_layers(model), old): l.coeffs = c
     members = torch.stack(outs, 1)
     return members.mean(1), members
 
 # %% ../nbs/30_subspace.ipynb #ff103241
-def _in_lr_find(learn)->bool:
-    from fastai.callback.schedule import LRFinder
-    return any(isinstance(cb, LRFinder) for cb in learn.cbs)
-
 def _check_reg_pairs(reg_pairs, n:int):
     if isinstance(reg_pairs, str) and reg_pairs in ('random', 'all'): return
     ok = is_listy(reg_pairs) and len(reg_pairs) > 0 and all(
@@ -349,7 +361,7 @@ class SubspaceCallback(Callback):
     def before_fit(self):
         self._check_alone()
         if not subspace_layers(self.learn.model):
-            if num_distrib() > 1 or hasattr(self.learn.model, 'module'): raise RuntimeError(
+            if num_distrib() > 1 or unwrap_model(self.learn.model) is not self.learn.model: raise RuntimeError(
                 f"{type(self).__name__} must convert the model before `distrib_ctx` wraps it: "
                 "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
             self._convert()
@@ -359,15 +371,15 @@ class SubspaceCallback(Callback):
     def before_train(self):
         self.trained = True
         self._layers = subspace_layers(self.learn.model)  # once per epoch, not per batch
-        if not self._warned and self.n_epoch < 20 and not _in_lr_find(self.learn) \
-           and _depthwise_convs(self.learn.model):
+        if not self._warned and self.n_epoch < 20 and not in_lr_find(self.learn) \
+           and depthwise_convs(self.learn.model):
             self._warned = True
             warn(f"{type(self).__name__} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
                  f"{self.n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
                  "seed 0), the line reached 0.418 at its midpoint and 0.423 as the ensemble of its ends, against plain "
                  "training's 0.955: it barely trains at short budgets on these networks. Train for longer, or use MIMO()")
     def before_batch(self):
-        self.learn.member_logits = None
+        publish_member_logits(self.learn, None)
         if self.training:
             check_finite_batch(self.learn.xb, type(self).__name__)
             _sample_layers(self._layers, self.layerwise)
@@ -389,7 +401,7 @@ class SubspaceCallback(Callback):
 
     def after_fit(self):
         self._layers = None  # not kept in an exported learner
-        if self.trained and self.bn_update and not self.bn_fresh and not _in_lr_find(self.learn): self.update_bn()
+        if self.trained and self.bn_update and not self.bn_fresh and not in_lr_find(self.learn): self.update_bn()
         self._to_member(0)
 
     def _to_member(self, i):
@@ -405,8 +417,9 @@ class SubspaceCallback(Callback):
             self._to_member(i)
             outs.append(self.learn.model(*self.learn.xb))
         self._to_member(0)
-        self.learn.member_logits = torch.stack(outs, 1)
-        self.learn.pred = self.learn.member_logits.mean(1)
+        members = torch.stack(outs, 1)
+        publish_member_logits(self.learn, members)
+        self.learn.pred = members.mean(1)
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics at the evaluation point(s) over `dl` (default: the training data)"
@@ -445,7 +458,7 @@ class SubspaceCallback(Callback):
     )->nn.Module:
         "A plain model (original layer classes) equal to the subspace model at `point`"
         model = self.learn.model
-        model = getattr(model, 'module', model)
+        model = unwrap_model(model)
         with self.evaluating(ifnone(point, self.eval_point), bn_update=bn_update, dl=dl):
             return collapse_subspace(model)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from fastai.basics import *
 from torch.optim.swa_utils import AveragedModel
-from .subspace import update_bn, _train_pass, _in_lr_find
+from .surgery import unwrap_model, in_lr_find
+from .subspace import update_bn, _train_pass
 
 # %% auto #0
 __all__ = ['SWA']
@@ -32,7 +33,7 @@ class SWA(Callback):
 
     def before_fit(self):
         self.averaged,self.completed = None,False
-        if _in_lr_find(self.learn): self.run = False; return  # fastai turns `run` back on after the fit
+        if in_lr_find(self.learn): self.run = False; return  # fastai turns `run` back on after the fit
         self.first = self.start if isinstance(self.start, int) else int(self.start * self.n_epoch)
         if self.first >= self.n_epoch: raise ValueError(f"SWA(start={self.start!r}) would average from epoch {self.first}, "
             f"but this fit has {self.n_epoch} epochs (0..{self.n_epoch-1}): train longer or start earlier")
@@ -55,7 +56,7 @@ class SWA(Callback):
         if self.bn_update: self.update_bn()
 
     @property
-    def _model(self): return getattr(self.learn.model, 'module', self.learn.model)  # the weights inside a DDP wrapper
+    def _model(self): return unwrap_model(self.learn.model)  # the weights inside a DDP wrapper
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics of the model over `dl` (default: the training data, every item once)"
