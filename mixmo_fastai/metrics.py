@@ -7,6 +7,7 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/metrics.html.md"""
 # %% ../nbs/40_metrics.ipynb #0fed9e66
 from __future__ import annotations
 from fastai.basics import *
+from .subspace import SubspaceCallback
 
 # %% auto #0
 __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disagreement', 'ratio_errors', 'ensemble_outputs',
@@ -15,7 +16,7 @@ __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disag
            'temperature_report', 'plot_reliability', 'max_prob', 'predictive_entropy', 'free_energy',
            'mutual_information', 'sample_disagreement', 'confidence_scores', 'ood_auroc', 'ood_aupr', 'fpr_at_tpr',
            'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'ensemble_report',
-           'print_report']
+           'print_report', 'ood_report', 'subspace_report']
 
 # %% ../nbs/40_metrics.ipynb #1a2222e7
 def bin_stats(
@@ -405,22 +406,40 @@ def plot_risk_coverage(
     return ax
 
 # %% ../nbs/40_metrics.ipynb #0a1f5c92
+def _gather(learn, dl, what):
+    "`get_member_preds` of `dl`, refusing a `DataLoader` with no batch"
+    if dl is not None and len(dl) == 0: raise ValueError(f"The {what} DataLoader gives no batch: give it at least one "
+        "sample (and `drop_last=False` when it holds fewer than a batch)")
+    return get_member_preds(learn, dl)
+
 def ensemble_report(
     learn:Learner,
     dl:DataLoader=None, # Defaults to the validation `DataLoader`
     n_bins:int=15,
     calib_pct:float=0.5, # Fraction of `dl` that fits the temperature (the rest measures it)
-    plot:bool=False, # Draw the reliability diagram
+    plot:bool=False, # Draw the reliability diagram and the risk-coverage curves
+    ood_dl:DataLoader=None, # Out-of-distribution data: adds the ensemble's `ood_metrics`, prefixed `ood_`
+    tpr:float=0.95, # For the OOD false-positive rate
 )->dict:
-    "Ensemble and member accuracy, NLL, ECE, Brier, diversity and temperature scaling of a trained learner"
-    logits, members, targs = get_member_preds(learn, dl)
+    "Ensemble and member accuracy, NLL, ECE, Brier, diversity, AURC, temperature scaling (and OOD detection) of a trained learner"
+    logits, members, targs = _gather(learn, dl, 'in-distribution')
     if targs is None: raise ValueError("ensemble_report needs a DataLoader with labels")
     ms = members if members is not None else logits[:, None]
     res = dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
                member_accuracy=member_accuracies(ms, targs).tolist(),
-               disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs))
+               disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs),
+               aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
     res.update({f'ts_{k}': v for k, v in temperature_report(logits, targs, calib_pct, n_bins=n_bins).items()})
-    if plot: plot_reliability(logits.softmax(-1), targs, n_bins)
+    if ood_dl is not None:
+        ood_logits, ood_members, _ = _gather(learn, ood_dl, 'OOD')
+        res.update({f'ood_{k}': v for k, v in ood_metrics(logits, ood_logits, members, ood_members, tpr).items()})
+    if plot:
+        import matplotlib.pyplot as plt
+        _, axs = plt.subplots(1, 2, figsize=(9, 4))
+        plot_reliability(logits.softmax(-1), targs, n_bins, ax=axs[0])
+        plot_risk_coverage(logits.softmax(-1), targs, ax=axs[1], label='ensemble' if members is not None else None, lw=2)
+        for i, o in enumerate(members.unbind(1) if members is not None else []):
+            plot_risk_coverage(o.softmax(-1), targs, ax=axs[1], label=f'member {i}', ls='--')
     return res
 
 def print_report(report:dict):
@@ -429,3 +448,49 @@ def print_report(report:dict):
     for k, v in report.items():
         v = ', '.join(f'{o:.4f}' for o in v) if isinstance(v, list) else (f'{v:.4f}' if isinstance(v, float) else v)
         print(f"| {k} | {v} |")
+
+# %% ../nbs/40_metrics.ipynb #2bbc4362
+def ood_report(
+    learn:Learner,
+    ood_dl:DataLoader, # Out-of-distribution data: none of the training classes (its labels, if any, are ignored)
+    dl:DataLoader=None, # In-distribution data (default: the validation `DataLoader`); with labels, the AURC column
+    tpr:float=0.95, # For the false-positive rate
+)->pd.DataFrame:
+    "OOD detection (AUROC, AUPR-in/out, FPR95) and AURC of every confidence score, for the ensemble and each member"
+    logits, members, targs = _gather(learn, dl, 'in-distribution')
+    ood_logits, ood_members, _ = _gather(learn, ood_dl, 'OOD')
+    models = [('ensemble', logits, members, ood_logits, ood_members)]
+    if members is not None and ood_members is not None:
+        models += [(f'member {i}', members[:, i], None, ood_members[:, i], None) for i in range(members.shape[1])]
+    rows = []
+    for model, lg, ms, ood_lg, ood_ms in models:
+        ins, oods = confidence_scores(lg, ms), confidence_scores(ood_lg, ood_ms)
+        for s in ins:
+            if s not in oods: continue
+            rows.append(dict(model=model, score=s, **ood_detection(ins[s], oods[s], tpr)))
+            if targs is not None: rows[-1]['aurc'] = aurc(lg.softmax(-1), targs, ins[s])
+    return pd.DataFrame(rows).set_index(['model', 'score'])
+
+# %% ../nbs/40_metrics.ipynb #91376ca4
+def subspace_report(
+    learn:Learner, # With a subspace callback (`LinesSubspace`, `CurvesSubspace`, `SimplexSubspace`), trained
+    points:list=(0., 0.25, 0.5, 0.75, 1.), # Points to evaluate (for a simplex, lists of weights of the corners)
+    ood_dl:DataLoader=None, # Out-of-distribution data: adds `ood_metrics` of each point
+    dl:DataLoader=None, # Labelled in-distribution data (default: the validation `DataLoader`)
+    bn_update:bool=True, # Re-estimate the BatchNorm statistics at each point (over the training data) first
+    n_bins:int=15,
+    tpr:float=0.95, # For the OOD false-positive rate
+)->pd.DataFrame:
+    "Accuracy, NLL, ECE, Brier, AURC (and OOD detection) of single points of a trained subspace, one row per point"
+    cb = first(c for c in learn.cbs if isinstance(c, SubspaceCallback))
+    if cb is None: raise ValueError("subspace_report evaluates points of a subspace: the learner needs a LinesSubspace, "
+                                    "CurvesSubspace or SimplexSubspace callback (for a single model, use ensemble_report)")
+    rows = []
+    for p in points:
+        with cb.evaluating(p, bn_update=bn_update):
+            logits, _, targs = _gather(learn, dl, 'in-distribution')
+            ood = _gather(learn, ood_dl, 'OOD')[0] if ood_dl is not None else None
+        if targs is None: raise ValueError("subspace_report needs in-distribution data with labels")
+        rows.append(dict(point=p, **calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs)))
+        if ood is not None: rows[-1].update({f'ood_{k}': v for k, v in ood_metrics(logits, ood, tpr=tpr).items()})
+    return pd.DataFrame(rows)
