@@ -1,4 +1,4 @@
-"""fastai `DataLoaders` on data that ships inside an installed package: scikit-learn's handwritten digits, and a harder distorted variant of them.
+"""fastai `DataLoaders` on data that ships inside an installed package: scikit-learn's handwritten digits, a harder distorted variant of them, and out-of-distribution images made from them.
 
 Docs: https://mixmo-fastai.github.io/mixmo_fastai/data.html.md"""
 
@@ -12,8 +12,8 @@ from fastai.vision.all import *
 
 
 # %% auto #0
-__all__ = ['digits_arrays', 'digits_split', 'digits_block', 'digits_dls', 'digits_net', 'distort_digits', 'hard_digits_arrays',
-           'hard_digits_block', 'hard_digits_dls']
+__all__ = ['OOD_KINDS', 'digits_arrays', 'digits_split', 'digits_block', 'digits_dls', 'digits_net', 'distort_digits',
+           'hard_digits_arrays', 'hard_digits_block', 'hard_digits_dls', 'digits_ood_arrays', 'digits_ood_dl']
 
 # %% ../nbs/02_data.ipynb #11938f2a
 def digits_arrays()->tuple[np.ndarray, np.ndarray]:
@@ -184,3 +184,33 @@ def hard_digits_dls(
     dblock = hard_digits_block(size, channels, n_per_class, seed, batch_tfms)
     return dblock.dataloaders(None, bs=bs, device=device, num_workers=kwargs.pop('num_workers', 0), **kwargs)
 
+
+# %% ../nbs/02_data.ipynb #ce6e6c30
+OOD_KINDS = ('shuffled', 'inverted', 'noise')
+
+def digits_ood_arrays(
+    kind:str='shuffled', # 'shuffled' (each digit's pixels permuted), 'inverted' (255 minus the digit) or 'noise' (uniform)
+    seed:int=0, # Seed of the permutations and of the noise (a private generator: the global RNGs are untouched)
+)->np.ndarray:
+    "Out-of-distribution `uint8` images `(359, 8, 8)` made from the digits' validation images"
+    if kind not in OOD_KINDS: raise ValueError(f"kind must be one of {', '.join(map(repr, OOD_KINDS))}; got {kind!r}")
+    images, _ = digits_arrays()
+    x, rng = images[digits_split(len(images))[1]], np.random.default_rng(seed)
+    if kind == 'shuffled': return np.stack([rng.permutation(o.ravel()).reshape(o.shape) for o in x])
+    if kind == 'inverted': return 255 - x
+    return rng.integers(0, 256, x.shape, dtype=np.uint8)
+
+def digits_ood_dl(
+    dls:DataLoaders, # From `digits_dls` or `hard_digits_dls`: the images get its size, channels and normalisation
+    kind:str='shuffled', # 'shuffled', 'inverted' or 'noise' (see `digits_ood_arrays`)
+    seed:int=0, # Seed of the permutations and of the noise
+    bs:int=None, # Batch size (default: that of `dls.valid`)
+)->TfmdDL:
+    "An unlabelled `DataLoader` of out-of-distribution images in the format of `dls`' validation set"
+    item = dls.valid_ds[0] if len(dls.valid_ds) else None
+    x = item[0] if isinstance(item, tuple) else item
+    if not isinstance(x, PILImage) or x.size != (8, 8): raise TypeError("digits_ood_dl makes 8x8 images in the format of "
+        "the digits' DataLoaders: pass those of digits_dls or hard_digits_dls (for other data, `dls.test_dl(items)` "
+        "with images of none of your classes)")
+    ood = _DigitImage(digits_ood_arrays(kind, seed), rgb=not isinstance(x, PILImageBW))
+    return dls.test_dl([ood(i) for i in range(len(ood.images))], bs=ifnone(bs, dls.valid.bs))

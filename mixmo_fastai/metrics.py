@@ -1,4 +1,4 @@
-"""Ensemble and member accuracy, NLL, ECE, Brier score, diversity, temperature scaling and reliability diagrams, as fastai metrics.
+"""Ensemble and member accuracy, NLL, ECE, Brier score, diversity, temperature scaling and reliability diagrams, as fastai metrics; out-of-distribution detection and selective prediction.
 
 Docs: https://mixmo-fastai.github.io/mixmo_fastai/metrics.html.md"""
 
@@ -7,12 +7,16 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/metrics.html.md"""
 # %% ../nbs/40_metrics.ipynb #0fed9e66
 from __future__ import annotations
 from fastai.basics import *
+from .subspace import SubspaceCallback
 
 # %% auto #0
 __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disagreement', 'ratio_errors', 'ensemble_outputs',
            'EnsembleMetric', 'EnsembleAccuracy', 'MemberAccuracy', 'NLL', 'ECE', 'BrierScore', 'Disagreement',
            'RatioErrors', 'ensemble_metrics', 'get_member_preds', 'fit_temperature', 'calibration_metrics',
-           'temperature_report', 'plot_reliability', 'ensemble_report', 'print_report']
+           'temperature_report', 'plot_reliability', 'max_prob', 'predictive_entropy', 'free_energy',
+           'mutual_information', 'sample_disagreement', 'confidence_scores', 'ood_auroc', 'ood_aupr', 'fpr_at_tpr',
+           'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'ensemble_report',
+           'print_report', 'ood_report', 'subspace_report']
 
 # %% ../nbs/40_metrics.ipynb #1a2222e7
 def bin_stats(
@@ -242,23 +246,200 @@ def plot_reliability(
     ax.legend(loc='upper left')
     return ax
 
+# %% ../nbs/40_metrics.ipynb #0b7b5158
+def max_prob(logits:Tensor)->Tensor:
+    "Maximum softmax probability (MSP) of each sample `(N,)`: the confidence in the predicted class"
+    return logits.float().softmax(-1).max(-1)[0]
+
+def predictive_entropy(logits:Tensor)->Tensor:
+    "Entropy (nats) of the softmax of each sample `(N,)`: 0 when sure, `log C` when uniform"
+    return torch.special.entr(logits.float().softmax(-1)).sum(-1)
+
+def free_energy(logits:Tensor, temperature:float=1.)->Tensor:
+    "Free energy `-T*logsumexp(logits/T)` of each sample (and member): lower on the data the model was trained on"
+    return -temperature * torch.logsumexp(logits.float() / temperature, -1)
+
+def mutual_information(member_logits:Tensor)->Tensor:
+    "Mutual information between prediction and member `(N,)`: entropy of the members' mean probabilities minus their mean entropy"
+    probs = member_logits.float().softmax(-1)
+    total = torch.special.entr(probs.mean(1)).sum(-1)
+    return (total - torch.special.entr(probs).sum(-1).mean(1)).clamp_min(0)
+
+def sample_disagreement(member_logits:Tensor)->Tensor:
+    "Fraction of pairs of members predicting different classes, for each sample `(N,)` (0 for one member)"
+    n = member_logits.shape[1]
+    if n < 2: return member_logits.new_zeros(len(member_logits))
+    counts = F.one_hot(member_logits.argmax(-1), member_logits.shape[-1]).sum(1).float()
+    return 1 - (counts * (counts - 1)).sum(-1) / (n * (n - 1))
+
+def confidence_scores(
+    logits:Tensor, # The model's (ensemble's) logits `(N, C)`
+    member_logits:Tensor=None, # The members' `(N, M, C)`: adds the ensemble's scores when `M > 1`
+)->dict:
+    "Each score of each sample `(N,)`, signed so that higher means more confident, more in-distribution"
+    res = dict(msp=max_prob(logits), entropy=-predictive_entropy(logits))
+    many = member_logits is not None and member_logits.shape[1] > 1
+    # an ensemble's output may be log-probabilities (MIMO), whose energy is 0: average its members' energies instead
+    res['energy'] = -free_energy(member_logits).mean(1) if many else -free_energy(logits)
+    if many: res.update(mutual_info=-mutual_information(member_logits), disagreement=-sample_disagreement(member_logits))
+    return res
+
+# %% ../nbs/40_metrics.ipynb #79b42e28
+def _host(t:Tensor)->Tensor: return t.detach().cpu().double()  # float64 counts and ranks, on any device
+
+def _check_scores(in_scores, ood_scores):
+    if not len(in_scores): raise ValueError("There is no in-distribution sample: pass the scores (or the DataLoader) "
+                                            "of labelled data of the training classes, such as the validation set")
+    if not len(ood_scores): raise ValueError("There is no out-of-distribution sample: pass the scores (or a DataLoader) "
+                                             "of data of none of the training classes, for example `digits_ood_dl(dls)`")
+    if in_scores.isnan().any() or ood_scores.isnan().any(): raise ValueError(
+        "The scores contain NaN: the model's logits are not finite on some samples")
+
+def _counts_above(pos:Tensor, neg:Tensor)->tuple[Tensor, Tensor]:
+    "Positives and negatives scoring at least each distinct score, thresholds in decreasing order"
+    uniq, inv = torch.unique(torch.cat([_host(pos), _host(neg)]), return_inverse=True)
+    is_pos = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).double()
+    n_pos = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, is_pos)
+    n_all = torch.bincount(inv, minlength=len(uniq)).double()
+    tp = n_pos.flip(0).cumsum(0)
+    return tp, n_all.flip(0).cumsum(0) - tp
+
+def ood_auroc(in_scores:Tensor, ood_scores:Tensor)->float:
+    "Area under the ROC curve separating in-distribution (positive) from OOD samples: `P(in > ood)`, ties counting 1/2"
+    _check_scores(in_scores, ood_scores)
+    _, inv, counts = torch.unique(torch.cat([_host(in_scores), _host(ood_scores)]), return_inverse=True, return_counts=True)
+    counts = counts.double()
+    ranks = (counts.cumsum(0) - (counts - 1) / 2)[inv]  # 1-based, tied samples share their mean rank
+    n_in, n_ood = len(in_scores), len(ood_scores)
+    return ((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_ood)).item()
+
+def _average_precision(pos:Tensor, neg:Tensor)->float:
+    tp, fp = _counts_above(pos, neg)
+    recall = tp / len(pos)
+    return (torch.diff(recall, prepend=recall.new_zeros(1)) * tp / (tp + fp)).sum().item()
+
+def ood_aupr(
+    in_scores:Tensor, # Confidence scores of in-distribution samples (higher: more in-distribution)
+    ood_scores:Tensor, # Those of out-of-distribution samples
+    positive:str='in', # 'in': in-distribution samples are the positives (AUPR-in); 'out': OOD samples are (AUPR-out)
+)->float:
+    "Area under the precision-recall curve (average precision, as scikit-learn's) of detecting the `positive` samples"
+    _check_scores(in_scores, ood_scores)
+    if positive == 'in': return _average_precision(in_scores, ood_scores)
+    if positive == 'out': return _average_precision(-ood_scores, -in_scores)
+    raise ValueError(f"positive must be 'in' (AUPR-in) or 'out' (AUPR-out); got {positive!r}")
+
+def fpr_at_tpr(
+    in_scores:Tensor, # Confidence scores of in-distribution samples (higher: more in-distribution)
+    ood_scores:Tensor, # Those of out-of-distribution samples
+    tpr:float=0.95, # The fraction of in-distribution samples that must be kept
+)->float:
+    "Fraction of OOD samples taken as in-distribution at the highest threshold keeping `tpr` of the in-distribution ones"
+    _check_scores(in_scores, ood_scores)
+    if not 0 < tpr <= 1: raise ValueError(f"tpr is the fraction of in-distribution samples kept, in (0, 1]; got {tpr}")
+    tp, fp = _counts_above(in_scores, ood_scores)
+    k = (tp / len(in_scores) >= tpr).nonzero()[0, 0]
+    return (fp[k] / len(ood_scores)).item()
+
+def _fpr_name(tpr): return f'fpr{tpr * 100:g}'
+
+def ood_detection(in_scores:Tensor, ood_scores:Tensor, tpr:float=0.95)->dict:
+    "AUROC, AUPR-in, AUPR-out and FPR at `tpr` of one score"
+    return dict(auroc=ood_auroc(in_scores, ood_scores), aupr_in=ood_aupr(in_scores, ood_scores, 'in'),
+                aupr_out=ood_aupr(in_scores, ood_scores, 'out'), **{_fpr_name(tpr): fpr_at_tpr(in_scores, ood_scores, tpr)})
+
+def ood_metrics(
+    logits:Tensor, # In-distribution logits `(N, C)`
+    ood_logits:Tensor, # Out-of-distribution logits `(N_ood, C)`
+    member_logits:Tensor=None, # The members' in-distribution logits `(N, M, C)`, for the ensemble's scores
+    ood_member_logits:Tensor=None, # The members' OOD logits `(N_ood, M, C)`
+    tpr:float=0.95, # For the false-positive rate
+)->dict:
+    "`{score}_{metric}` of every confidence score: a flat dict of numbers"
+    ins, oods = confidence_scores(logits, member_logits), confidence_scores(ood_logits, ood_member_logits)
+    return {f'{s}_{k}': v for s in ins if s in oods for k, v in ood_detection(ins[s], oods[s], tpr).items()}
+
+# %% ../nbs/40_metrics.ipynb #f9043c76
+def risk_coverage(
+    probs:Tensor, # Probabilities `(N, C)`
+    targs:Tensor, # Labels `(N,)`
+    confidence:Tensor=None, # Ranks the predictions (default: the maximum probability); ties count at their expected risk
+)->tuple[Tensor, Tensor]:
+    "Coverage `k/N` and risk (error rate of the `k` most confident predictions) for `k = 1..N`, in float64"
+    n = len(targs)
+    if not n: raise ValueError("risk_coverage needs at least one labelled sample")
+    conf = _host(probs.float().max(-1)[0] if confidence is None else confidence)
+    if conf.isnan().any(): raise ValueError("The confidences contain NaN: the model's outputs are not finite on some samples")
+    wrong = _host(probs.argmax(-1) != targs)
+    uniq, inv, counts = torch.unique(conf, return_inverse=True, return_counts=True)
+    # groups of tied confidence, most confident first; inside a group every order is equally likely
+    errs = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, wrong).flip(0)
+    sizes = counts.flip(0).double()
+    ends = sizes.cumsum(0)
+    k = torch.arange(1, n + 1, dtype=torch.float64)
+    g = torch.searchsorted(ends, k)
+    errors = (errs.cumsum(0) - errs)[g] + (k - (ends - sizes)[g]) * errs[g] / sizes[g]
+    return k / n, errors / k
+
+def aurc(probs:Tensor, targs:Tensor, confidence:Tensor=None)->float:
+    "Area under the risk-coverage curve: the mean risk over coverages `1/N..1` (lower is better)"
+    return risk_coverage(probs, targs, confidence)[1].mean().item()
+
+def plot_risk_coverage(
+    probs:Tensor, # Probabilities `(N, C)`
+    targs:Tensor, # Labels `(N,)`
+    confidence:Tensor=None, # Ranks the predictions (default: the maximum probability)
+    ax=None, # A matplotlib axis (a new figure when None): call again with it to add curves
+    label:str=None, # Name of the curve in the legend
+    title:str=None,
+    **kwargs, # Passed to `ax.plot`
+):
+    "Risk against coverage, the AURC in the legend"
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4, 4))
+    cov, risk = risk_coverage(probs, targs, confidence)
+    ax.plot(cov.cpu().numpy(), risk.cpu().numpy(), label=f"{label + ': ' if label else ''}AURC {risk.mean().item():.4f}", **kwargs)
+    ax.autoscale(True, axis='y'); ax.set_ylim(bottom=0)  # the top fits every curve drawn so far
+    ax.set_xlim(0, 1); ax.set_xlabel('coverage'); ax.set_ylabel('risk (error rate of the answered)')
+    if title: ax.set_title(title)
+    ax.legend(loc='upper left')
+    return ax
+
 # %% ../nbs/40_metrics.ipynb #0a1f5c92
+def _gather(learn, dl, what):
+    "`get_member_preds` of `dl`, refusing a `DataLoader` with no batch"
+    if dl is not None and len(dl) == 0: raise ValueError(f"The {what} DataLoader gives no batch: give it at least one "
+        "sample (and `drop_last=False` when it holds fewer than a batch)")
+    return get_member_preds(learn, dl)
+
 def ensemble_report(
     learn:Learner,
     dl:DataLoader=None, # Defaults to the validation `DataLoader`
     n_bins:int=15,
     calib_pct:float=0.5, # Fraction of `dl` that fits the temperature (the rest measures it)
-    plot:bool=False, # Draw the reliability diagram
+    plot:bool=False, # Draw the reliability diagram and the risk-coverage curves
+    ood_dl:DataLoader=None, # Out-of-distribution data: adds the ensemble's `ood_metrics`, prefixed `ood_`
+    tpr:float=0.95, # For the OOD false-positive rate
 )->dict:
-    "Ensemble and member accuracy, NLL, ECE, Brier, diversity and temperature scaling of a trained learner"
-    logits, members, targs = get_member_preds(learn, dl)
+    "Ensemble and member accuracy, NLL, ECE, Brier, diversity, AURC, temperature scaling (and OOD detection) of a trained learner"
+    logits, members, targs = _gather(learn, dl, 'in-distribution')
     if targs is None: raise ValueError("ensemble_report needs a DataLoader with labels")
     ms = members if members is not None else logits[:, None]
     res = dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
                member_accuracy=member_accuracies(ms, targs).tolist(),
-               disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs))
+               disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs),
+               aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
     res.update({f'ts_{k}': v for k, v in temperature_report(logits, targs, calib_pct, n_bins=n_bins).items()})
-    if plot: plot_reliability(logits.softmax(-1), targs, n_bins)
+    if ood_dl is not None:
+        ood_logits, ood_members, _ = _gather(learn, ood_dl, 'OOD')
+        res.update({f'ood_{k}': v for k, v in ood_metrics(logits, ood_logits, members, ood_members, tpr).items()})
+    if plot:
+        import matplotlib.pyplot as plt
+        _, axs = plt.subplots(1, 2, figsize=(9, 4))
+        plot_reliability(logits.softmax(-1), targs, n_bins, ax=axs[0])
+        plot_risk_coverage(logits.softmax(-1), targs, ax=axs[1], label='ensemble' if members is not None else None, lw=2)
+        for i, o in enumerate(members.unbind(1) if members is not None else []):
+            plot_risk_coverage(o.softmax(-1), targs, ax=axs[1], label=f'member {i}', ls='--')
     return res
 
 def print_report(report:dict):
@@ -267,3 +448,49 @@ def print_report(report:dict):
     for k, v in report.items():
         v = ', '.join(f'{o:.4f}' for o in v) if isinstance(v, list) else (f'{v:.4f}' if isinstance(v, float) else v)
         print(f"| {k} | {v} |")
+
+# %% ../nbs/40_metrics.ipynb #2bbc4362
+def ood_report(
+    learn:Learner,
+    ood_dl:DataLoader, # Out-of-distribution data: none of the training classes (its labels, if any, are ignored)
+    dl:DataLoader=None, # In-distribution data (default: the validation `DataLoader`); with labels, the AURC column
+    tpr:float=0.95, # For the false-positive rate
+)->pd.DataFrame:
+    "OOD detection (AUROC, AUPR-in/out, FPR95) and AURC of every confidence score, for the ensemble and each member"
+    logits, members, targs = _gather(learn, dl, 'in-distribution')
+    ood_logits, ood_members, _ = _gather(learn, ood_dl, 'OOD')
+    models = [('ensemble', logits, members, ood_logits, ood_members)]
+    if members is not None and ood_members is not None:
+        models += [(f'member {i}', members[:, i], None, ood_members[:, i], None) for i in range(members.shape[1])]
+    rows = []
+    for model, lg, ms, ood_lg, ood_ms in models:
+        ins, oods = confidence_scores(lg, ms), confidence_scores(ood_lg, ood_ms)
+        for s in ins:
+            if s not in oods: continue
+            rows.append(dict(model=model, score=s, **ood_detection(ins[s], oods[s], tpr)))
+            if targs is not None: rows[-1]['aurc'] = aurc(lg.softmax(-1), targs, ins[s])
+    return pd.DataFrame(rows).set_index(['model', 'score'])
+
+# %% ../nbs/40_metrics.ipynb #91376ca4
+def subspace_report(
+    learn:Learner, # With a subspace callback (`LinesSubspace`, `CurvesSubspace`, `SimplexSubspace`), trained
+    points:list=(0., 0.25, 0.5, 0.75, 1.), # Points to evaluate (for a simplex, lists of weights of the corners)
+    ood_dl:DataLoader=None, # Out-of-distribution data: adds `ood_metrics` of each point
+    dl:DataLoader=None, # Labelled in-distribution data (default: the validation `DataLoader`)
+    bn_update:bool=True, # Re-estimate the BatchNorm statistics at each point (over the training data) first
+    n_bins:int=15,
+    tpr:float=0.95, # For the OOD false-positive rate
+)->pd.DataFrame:
+    "Accuracy, NLL, ECE, Brier, AURC (and OOD detection) of single points of a trained subspace, one row per point"
+    cb = first(c for c in learn.cbs if isinstance(c, SubspaceCallback))
+    if cb is None: raise ValueError("subspace_report evaluates points of a subspace: the learner needs a LinesSubspace, "
+                                    "CurvesSubspace or SimplexSubspace callback (for a single model, use ensemble_report)")
+    rows = []
+    for p in points:
+        with cb.evaluating(p, bn_update=bn_update):
+            logits, _, targs = _gather(learn, dl, 'in-distribution')
+            ood = _gather(learn, ood_dl, 'OOD')[0] if ood_dl is not None else None
+        if targs is None: raise ValueError("subspace_report needs in-distribution data with labels")
+        rows.append(dict(point=p, **calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs)))
+        if ood is not None: rows[-1].update({f'ood_{k}': v for k, v in ood_metrics(logits, ood, tpr=tpr).items()})
+    return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 import pytest, torch, timm, torchvision
 from fastai.vision.all import *
 from mixmo_fastai.all import *
+from conftest import subset_dls
 
 def _tensor_dls(shape=(3, 32, 32), n=8, bs=4, c=5):
     "Tiny random classification data: two batches of `bs` for training, one for validation"
@@ -224,3 +225,19 @@ def test_tuple_inputs_refused_clearly_in_training_untouched_in_validation():
     with learn.no_bar(), learn.no_logging():
         with pytest.raises(ValueError, match="needs batches of one input and one target"): learn.fit(1)
     assert learn.get_preds()[0].shape == (8, 5)
+
+def test_ood_report_on_a_probs_ensemble():
+    "MIMO's prediction is log-mean-probabilities, whose energy is 0: the ensemble's energy comes from its members"
+    dls = subset_dls(256, 128)
+    learn = _digits_learn(MIMO(), dls, width=16)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    ood_dl = digits_ood_dl(dls, 'noise')
+    with learn.no_bar():
+        tab = ood_report(learn, ood_dl)
+        logits, members, _ = get_member_preds(learn)
+        ood_logits, ood_members, _ = get_member_preds(learn, ood_dl)
+    torch.testing.assert_close(logits.logsumexp(-1), torch.zeros(len(logits)), atol=1e-4, rtol=0)  # log-probabilities
+    assert set(tab.index.get_level_values('model')) == {'ensemble', 'member 0', 'member 1'}
+    energy = ood_auroc(-free_energy(members).mean(1), -free_energy(ood_members).mean(1))
+    assert tab.loc[('ensemble', 'energy'), 'auroc'] == pytest.approx(energy)
+    assert abs(energy - 0.5) > 0.05  # not the constant energy of log-probabilities
