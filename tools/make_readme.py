@@ -12,7 +12,8 @@ def render(nb_path=root/'nbs'/'index.ipynb'):
     for cell in nb['cells']:
         src = ''.join(cell['source'])
         if _hidden(src) or not src.strip(): continue
-        if cell['cell_type'] == 'markdown': parts.append(src)
+        # the notebook links its pictures from nbs/, as the docs site does; the README from the repository's root
+        if cell['cell_type'] == 'markdown': parts.append(src.replace('](images/', '](nbs/images/'))
         elif cell['cell_type'] == 'code':
             parts.append(f"```python\n{src}\n```")
             for out in cell.get('outputs', []):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test of the project: notebooks and generated modules in sync, the notebooks' own tests, then pytest.
+# Every test of the project: notebooks and generated modules in sync, the notebooks' own tests, the docs site built
+# and looked at in headless Chromium (where Chromium is installed), then pytest.
 # Run from the repository root with the project's environment on PATH (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +16,8 @@ if [ "$before" != "$after" ]; then
 fi
 echo "== nbdev-test"
 nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing
+echo "== docs"
+python tools/build_docs.py
+python tools/check_docs.py --skip-without-browser
 echo "== pytest"
 python -m pytest -q -rs tests
