@@ -10,12 +10,13 @@ import contextlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
 from fastai.callback.core import _events
-from .data import digits_dls, hard_digits_dls, digits_net
+from .data import digits_dls, hard_digits_dls, digits_net, digits_ood_dl
 from .metrics import *
 from .callback import publish_member_logits
 from .manifold import ManifoldMixup, OutputMixup, DynamicManifoldMixup, DynamicOutputMixup, PatchUp
 from .mixmo import MIMO, LinearMixMo, CutMixMo
 from .subspace import SubspaceCallback, LinesSubspace
+from .swa import SWA
 
 # %% auto #0
 __all__ = ['METHODS', 'DEFAULT_BENCH', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method',
@@ -84,11 +85,13 @@ METHODS = {
     'lines': Method("LinesSubspace(): a line of networks, evaluated at its midpoint and as its endpoints' ensemble",
                     _Cbs(LinesSubspace),
                     evals={'lines_midpoint': _lines_at(0.5), 'lines_ensemble': _lines_at(0., 1.)}),
+    'swa': Method("SWA(): the weights of the last quarter of the epochs averaged, BatchNorm re-estimated (one network, "
+                  "the baseline of the line's midpoint)", _Cbs(SWA)),
     'ensemble2': Method("deep ensemble: two vanilla models trained with different seeds, logits averaged", n_models=2),
 }
 
 DEFAULT_BENCH = ['vanilla', 'mixup', 'cutmix', 'manifold', 'output', 'patchup', 'mimo', 'linear_mixmo', 'cutmixmo',
-                 'cutmixmo_cutmix', 'lines', 'ensemble2']
+                 'cutmixmo_cutmix', 'lines', 'swa', 'ensemble2']
 
 def rows_of(method:str)->list:
     "The benchmark rows (evaluation variants) of a method"
@@ -211,18 +214,27 @@ def train_method(
     members = [trained[('vanilla', seed + i, epochs)] for i in range(m.n_models)]
     return Learner(dls, DeepEnsemble([l.model for l in members]), metrics=metrics, cbs=MembersToEnsemble())
 
-def evaluate(learn:Learner, n_bins:int=15)->dict:
-    "Accuracy, NLL, ECE, Brier, members' accuracy and diversity on the validation set, and the logits"
+def evaluate(
+    learn:Learner, n_bins:int=15,
+    ood_dl:DataLoader=None, # Out-of-distribution data: adds the AUROC and FPR at 95% TPR of the maximum probability
+)->dict:
+    "Accuracy, NLL, ECE, Brier, AURC, members' accuracy and diversity on the validation set (OOD detection), and the logits"
     with learn.no_bar(): logits, members, targs = get_member_preds(learn)
     ms = members if members is not None else logits[:, None]
-    return dict(**calibration_metrics(logits, targs, n_bins), member_accuracy=member_accuracies(ms, targs).tolist(),
-                disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs), logits=logits, targs=targs)
+    res = dict(**calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs),
+               member_accuracy=member_accuracies(ms, targs).tolist(), disagreement=disagreement(ms),
+               ratio_errors=ratio_errors(ms, targs))
+    if ood_dl is not None:
+        with learn.no_bar(): ood_logits = get_member_preds(learn, ood_dl)[0]
+        ood = ood_detection(max_prob(logits), max_prob(ood_logits))
+        res.update(ood_auroc=ood['auroc'], ood_fpr95=ood['fpr95'])
+    return dict(**res, logits=logits, targs=targs)
 
-def evaluations(method:str, learn:Learner)->dict:
+def evaluations(method:str, learn:Learner, ood_dl:DataLoader=None)->dict:
     "Row name -> `evaluate` result for each evaluation variant of `method`"
     res = {}
     for row, context in (METHODS[method].evals or {method: None}).items():
-        with (context(learn) if context is not None else contextlib.nullcontext()): res[row] = evaluate(learn)
+        with (context(learn) if context is not None else contextlib.nullcontext()): res[row] = evaluate(learn, ood_dl=ood_dl)
     return res
 
 
@@ -436,16 +448,22 @@ def _versus(r)->str:
 def markdown_table(df)->str:
     "The benchmark summary as a markdown table"
     head = ("| method | budget | epochs | train compute × vanilla | accuracy (mean ± std) | members' accuracy | "
-            "NLL (mean ± std) | ECE | Brier | disagreement | inference × vanilla | vs vanilla, same budget: accuracy / NLL |")
-    lines = [head, '|' + '---|'*12]
+            "NLL (mean ± std) | ECE | Brier | AURC | OOD AUROC / FPR95 | disagreement | inference × vanilla | "
+            "vs vanilla, same budget: accuracy / NLL |")
+    lines = [head, '|' + '---|'*14]
+    ood = lambda r: '—' if np.isnan(r['ood_auroc']) else f"{r['ood_auroc']:.3f} / {r['ood_fpr95']:.3f}"
     for _, r in df.iterrows():
         lines.append(f"| {r['method']} | {r['budget']} | {r['epochs']} | {r['compute']:.2f} | "
                      f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} | {r['member_accuracy']} | "
-                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ece']:.4f} | {r['brier']:.4f} | {r['disagreement']:.3f} | "
+                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ece']:.4f} | {r['brier']:.4f} | {r['aurc']:.4f} | {ood(r)} | "
+                     f"{r['disagreement']:.3f} | "
                      f"{r['infer_ratio']:.2f} | {_versus(r)} |")
     lines.append("\n`*`: p < 0.05 in Welch's t-test over the seeds; a difference without `*` is within the noise of "
                  "this many seeds. Train compute: measured step time × steps, as a multiple of vanilla's at the "
-                 "equal-epochs budget (a deep ensemble counts each member).")
+                 "equal-epochs budget (a deep ensemble counts each member). AURC: area under the risk-coverage "
+                 "curve (lower is better). OOD: the maximum probability telling the validation digits from "
+                 "`digits_ood_dl`'s (the held-out digits with their pixels shuffled); AUROC higher, FPR at 95% TPR "
+                 "lower is better.")
     return '\n'.join(lines)
 
 COMPUTE_MATCHED = ['mimo', 'linear_mixmo', 'cutmixmo', 'lines']
@@ -495,6 +513,8 @@ def run_bench(
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     channels = arch_channels(arch)
     dls = get_dls(data, bs, size, channels, task=task)
+    # the embedded tasks have an OOD set made of the held-out digits' pixels shuffled (`digits_ood_dl`)
+    ood_dl = digits_ood_dl(dls) if data is None else None
     t0 = time.perf_counter()
     # training steps first, on fresh learners: the equal-compute budget needs each method's cost
     log(f"timing training steps of {len(methods)} methods, {n_rounds} rounds of {steps} steps")
@@ -508,7 +528,7 @@ def run_bench(
             t = time.perf_counter()
             learn = train_method(m, dls, ep, lr, seed, arch, width, quiet=True, trained=cache)
             if m == 'vanilla': cache[(m, seed, ep)] = learn
-            for row, r in evaluations(m, learn).items():
+            for row, r in evaluations(m, learn, ood_dl).items():
                 lg, tg = r.pop('logits'), r.pop('targs')
                 label = _label(row, budget)
                 if budget == 'epochs':
@@ -545,7 +565,9 @@ def run_bench(
                          member_accuracy=' / '.join(f'{x:.4f}' for x in mem),
                          nll=rr['nll'].mean(), nll_std=_mean_std(rr['nll'])[1], ece=rr['ece'].mean(),
                          brier=rr['brier'].mean(), disagreement=rr['disagreement'].mean(),
-                         ratio_errors=rr['ratio_errors'].mean(),
+                         ratio_errors=rr['ratio_errors'].mean(), aurc=rr['aurc'].mean(),
+                         ood_auroc=rr['ood_auroc'].mean() if 'ood_auroc' in rr else float('nan'),
+                         ood_fpr95=rr['ood_fpr95'].mean() if 'ood_fpr95' in rr else float('nan'),
                          d_accuracy=acc - ref['accuracy'].mean(), p_accuracy=welch_p(rr['accuracy'], ref['accuracy']),
                          d_nll=rr['nll'].mean() - ref['nll'].mean(), p_nll=welch_p(rr['nll'], ref['nll']),
                          train_step_ms=1e3*step[row_of[row]], infer_batch_ms=1e3*infer[row],
