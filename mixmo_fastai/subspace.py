@@ -11,12 +11,13 @@ from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 from .callback import check_finite_batch, publish_member_logits
-from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs
+from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv
 
 # %% auto #0
-__all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'to_subspace',
-           'set_point', 'sample_point', 'subspace_cos2', 'update_bn', 'bn_state', 'load_bn_state', 'collapse_subspace',
-           'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace', 'SimplexSubspace']
+__all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
+           'to_subspace', 'set_point', 'sample_point', 'subspace_cos2', 'update_bn', 'bn_state', 'load_bn_state',
+           'collapse_subspace', 'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace',
+           'SimplexSubspace']
 
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
 class SubspaceLine:
@@ -131,27 +132,39 @@ def subspace_layers(model:nn.Module)->L:
     "The `SubspaceLayer`s of `model` (looks inside DDP/Accelerate wrappers too)"
     return L(m for m in model.modules() if isinstance(m, SubspaceLayer))
 
-def _convert(module, space):
+_shared_rules = {'depthwise': is_depthwise_conv}
+
+def shared_rule(shared)->callable:
+    "`shared` (None, a name of `_shared_rules` or a function) as a function `module -> bool`: True keeps the layer off the subspace"
+    if shared is None: return lambda m: False
+    if isinstance(shared, str) and shared in _shared_rules: return _shared_rules[shared]
+    if callable(shared) and not isinstance(shared, (str, nn.Module)): return shared
+    raise ValueError(f"shared must be None (every layer on the subspace), {', '.join(map(repr, _shared_rules))} or a "
+                     f"function module -> bool (True: the layer stays one copy shared by every point); got {shared!r}")
+
+def _convert(module, space, keep):
     for name, child in module.named_children():
         if isinstance(child, SubspaceLayer): continue
-        if convertible(child): setattr(module, name, SubspaceLayer(child, space))
-        else: _convert(child, space)
+        if convertible(child) and not keep(child): setattr(module, name, SubspaceLayer(child, space))
+        else: _convert(child, space, keep)
 
 def to_subspace(
     model:nn.Module, # Any model; converted in place
     space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
+    shared=None, # Layers left as they are, one copy for every point: None, 'depthwise' (depthwise convolutions) or a function module -> bool
 )->nn.Module:
-    "Replace every Conv1d/2d/3d, Linear and BatchNorm layer of `model` by a `SubspaceLayer`; returns the model"
-    space = ifnone(space, SubspaceLine())
+    "Replace every Conv1d/2d/3d, Linear and BatchNorm layer of `model` (but the `shared` ones) by a `SubspaceLayer`; returns the model"
+    space, keep = ifnone(space, SubspaceLine()), shared_rule(shared)
     if subspace_layers(model): raise ValueError("This model already has subspace layers: convert it once")
     lazy = [n or type(m).__name__ for n, m in model.named_modules()
             if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()]
     if lazy: raise ValueError(f"Lazy layer(s) {lazy} have no parameters yet, so they cannot get a second endpoint: "
                               "run one batch through the model (`model(xb)`) before converting it or creating the Learner")
-    if convertible(model): return SubspaceLayer(model, space)
-    _convert(model, space)
+    if convertible(model) and not keep(model): return SubspaceLayer(model, space)
+    _convert(model, space, keep)
     if not subspace_layers(model): raise ValueError(
-        f"{type(model).__name__} has no Conv1d/2d/3d, Linear or BatchNorm layer to make a subspace of")
+        f"{type(model).__name__} has no Conv1d/2d/3d, Linear or BatchNorm layer to make a subspace of"
+        + (f" once the shared={shared!r} layers are left out" if shared is not None else ""))
     return model
 
 # %% ../nbs/30_subspace.ipynb #febe1117
@@ -332,10 +345,12 @@ class SubspaceCallback(Callback):
         ensemble_points:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs of control points: 'random' (one per step, official), 'all', or fixed pairs like `[(0, 1)]`
+        shared=None, # Layers kept off the subspace (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
         store_attr()
         self.space,self.bn_states = ifnone(space, SubspaceLine()),None
         _check_reg_pairs(reg_pairs, self.space.n_points)
+        shared_rule(shared)  # refused here rather than when the Learner is created
 
     @property
     def points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
@@ -343,7 +358,7 @@ class SubspaceCallback(Callback):
     def after_create(self): self._convert()
     def _convert(self):
         self._check_alone()
-        if not subspace_layers(self.learn.model): self.learn.model = to_subspace(self.learn.model, self.space)
+        if not subspace_layers(self.learn.model): self.learn.model = to_subspace(self.learn.model, self.space, self.shared)
 
     def _check_alone(self):
         "Refuse a second subspace callback, and layers that another callback converted inside the subspace layers"
@@ -471,8 +486,9 @@ class LinesSubspace(SubspaceCallback):
         eval_alpha:float=0.5, # Where `validate`/`get_preds` evaluate
         ensemble_alphas:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
+        shared=None, # Layers kept off the line (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
-        super().__init__(SubspaceLine(), beta, layerwise, eval_alpha, ensemble_alphas, bn_update)
+        super().__init__(SubspaceLine(), beta, layerwise, eval_alpha, ensemble_alphas, bn_update, shared=shared)
 
 class CurvesSubspace(SubspaceCallback):
     "Train a quadratic Bezier curve of networks whose middle control point is trained too"
@@ -483,8 +499,9 @@ class CurvesSubspace(SubspaceCallback):
         ensemble_ts:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
+        shared=None, # Layers kept off the curve (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
-        super().__init__(SubspaceBezier(), beta, layerwise, eval_t, ensemble_ts, bn_update, reg_pairs)
+        super().__init__(SubspaceBezier(), beta, layerwise, eval_t, ensemble_ts, bn_update, reg_pairs, shared)
 
 class SimplexSubspace(SubspaceCallback):
     "Train a simplex of networks with `n_points` corners; a point is drawn uniformly on it for each batch"
@@ -496,9 +513,10 @@ class SimplexSubspace(SubspaceCallback):
         ensemble_points:list=None, # Evaluate the mean logits of these points instead (e.g. the corners)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs of corners: 'random' (one per step, official), 'all', or e.g. `[(0, 1)]`
+        shared=None, # Layers kept off the simplex (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
         eval_point = ifnone(eval_point, [1/n_points]*n_points)
-        super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs)
+        super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared)
 
     @staticmethod
     def corners(n_points:int=3)->list:

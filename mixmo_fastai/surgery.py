@@ -11,7 +11,7 @@ from fastai.basics import *
 from fastai.callback.schedule import LRFinder
 
 # %% auto #0
-__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'depthwise_convs', 'set_module', 'fresh_copy']
+__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'set_module', 'fresh_copy']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -27,9 +27,13 @@ def in_lr_find(learn)->bool:
 # %% ../nbs/00a_surgery.ipynb #276c5c94
 conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
+def is_depthwise_conv(m:nn.Module)->bool:
+    "Whether `m` is a depthwise convolution (`groups == in_channels > 1`), as in the EfficientNet and MobileNet families"
+    return isinstance(m, conv_types) and 1 < m.groups == m.in_channels
+
 def depthwise_convs(model:nn.Module)->int:
-    "Number of depthwise convolutions (`groups == in_channels > 1`) in `model`: the EfficientNet and MobileNet families"
-    return sum(isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())
+    "Number of depthwise convolutions in `model`"
+    return sum(map(is_depthwise_conv, model.modules()))
 
 def set_module(
     model:nn.Module, # The model changed in place
