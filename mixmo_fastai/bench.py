@@ -87,6 +87,8 @@ METHODS = {
                     evals={'lines_midpoint': _lines_at(0.5), 'lines_ensemble': _lines_at(0., 1.)}),
     'swa': Method("SWA(): the weights of the last quarter of the epochs averaged, BatchNorm re-estimated (one network, "
                   "the baseline of the line's midpoint)", _Cbs(SWA)),
+    'swa_lr': Method("SWA(swa_lr=5e-3): the same, the learning rate held at half the default peak (1e-2) while averaging, "
+                     "as in the SWA paper", _Cbs(SWA, swa_lr=5e-3)),
     'ensemble2': Method("deep ensemble: two vanilla models trained with different seeds, logits averaged", n_models=2),
 }
 
