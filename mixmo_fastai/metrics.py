@@ -15,7 +15,7 @@ __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disag
            'RatioErrors', 'ensemble_metrics', 'get_member_preds', 'fit_temperature', 'calibration_metrics',
            'temperature_report', 'plot_reliability', 'max_prob', 'predictive_entropy', 'free_energy',
            'mutual_information', 'sample_disagreement', 'confidence_scores', 'ood_auroc', 'ood_aupr', 'fpr_at_tpr',
-           'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'ensemble_report',
+           'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'AURC', 'ensemble_report',
            'print_report', 'ood_report', 'subspace_report']
 
 # %% ../nbs/40_metrics.ipynb #1a2222e7
@@ -404,6 +404,13 @@ def plot_risk_coverage(
     if title: ax.set_title(title)
     ax.legend(loc='upper left')
     return ax
+
+# %% ../nbs/40_metrics.ipynb #e0642bf8
+class AURC(EnsembleMetric):
+    "Area under the risk-coverage curve of the ensemble's prediction, as a fastai metric (lower is better)"
+    def compute(self): return aurc(self.probs, self.targets)
+    @property
+    def name(self): return 'aurc'
 
 # %% ../nbs/40_metrics.ipynb #0a1f5c92
 def _gather(learn, dl, what):
