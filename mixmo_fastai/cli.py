@@ -15,7 +15,7 @@ from .bench import *
 from .bench import BenchError
 from fastai.callback.mixup import MixHandler
 from .callback import MixingCallback, MixRecord
-from .mixmo import member_views
+from .mixing import member_views
 
 # %% auto #0
 __all__ = ['CLIError', 'RECIPES', 'Recipe', 'train', 'show_mixing', 'main']

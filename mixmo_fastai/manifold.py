@@ -94,10 +94,45 @@ def _n_batch_tensors(out, bs:int)->int:
 _MIN_ALPHA = 1e-3
 
 def _check_alpha(alpha, who:str, name:str='alpha'):
-    "Refuse an `alpha` that is not a finite number >= 0"
+    "Refuse an `alpha` that is not a finite number >= 0, or a schedule that does not give one over training"
+    if callable(alpha): return _check_schedule(alpha, who, name)
     try: ok = math.isfinite(float(alpha)) and float(alpha) >= 0
     except (TypeError, ValueError): ok = False
     if not ok: raise ValueError(f"{who}: {name} must be a finite number >= 0 (0 means no mixing), got {alpha!r}")
+
+def _n_required_args(f)->int:
+    "Number of positional parameters `f` needs"
+    try: ps = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError): return 1
+    return sum(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps)
+
+def _check_schedule(sched, who:str, name:str='alpha'):
+    "Refuse a schedule that is not a function of `pct_train` giving a finite number >= 0 over training"
+    n = _n_required_args(sched)
+    if n != 1: raise ValueError(f"{who}: a scheduled {name} is a function of pct_train such as SchedCos(0., 0.6); "
+                                f"{sched} needs {n} arguments")
+    for pos in (0., .25, .5, .75, 1.):
+        try: a = float(sched(pos))
+        except (ZeroDivisionError, ValueError, OverflowError) as e: raise ValueError(
+            f"{who}: the {name} schedule fails at pct_train={pos} ({e!r}); SchedExp cannot start at 0: "
+            "give it a positive start such as 1e-3") from e
+        if not math.isfinite(a) or a < 0: raise ValueError(f"{who}: the {name} schedule gives {a} at pct_train={pos}: "
+            f"{name} must be a finite number >= 0 (SchedExp cannot start at 0: give it a positive start)")
+
+def _alpha_at(alpha, pos:float)->float:
+    "`alpha` at the fraction `pos` of training: a number as it is, a schedule evaluated at `pos`"
+    return float(alpha(pos)) if callable(alpha) else alpha
+
+def _pct_train(learn)->float: return min(float(getattr(learn, 'pct_train', 0.)), 1.)
+
+def _plot_alpha(cb, n_points:int=101, ax=None):
+    "Plot the `alpha` that `cb` follows over a fit"
+    import matplotlib.pyplot as plt
+    pos = np.linspace(0, 1, n_points)
+    if ax is None: _, ax = plt.subplots(figsize=(4, 2.5))
+    ax.plot(pos, [cb.alpha_at(p) for p in pos])
+    ax.set_xlabel('fraction of training (pct_train)'); ax.set_ylabel('alpha'); ax.set_title(type(cb).__name__)
+    return ax
 
 def _check_module_list(model:nn.Module, module_list, who:str):
     "Refuse `module_list` entries that are not modules inside `model`"
@@ -191,12 +226,22 @@ class _SiteMixing(MixingCallback):
 class ManifoldMixup(_SiteMixing):
     "Mix the inputs or the output of one hidden module per batch (https://arxiv.org/abs/1806.05236)"
     def __init__(self,
-        alpha:float=0.4, # Concentration of `Beta(alpha, alpha)`; below 1e-3 nothing is mixed
+        alpha:float|callable=0.4, # Concentration of `Beta(alpha, alpha)`, or a schedule `f(pct_train)` such as `SchedCos(0., 0.6)`; below 1e-3 nothing is mixed
         use_input_mixup:bool=True, # The input is a site (site 0) too
         module_list:list=None, # Explicit sites; `None` chooses them by class (see `mixing_sites`)
         per_sample:bool=False, # One ratio per sample (earlier fastai package) instead of one per batch (paper)
         max_lam:bool=False, # Use `max(lam, 1-lam)` (earlier fastai package, fastai's `MixUp`); the paper does not
     ): _check_alpha(alpha, type(self).__name__); store_attr()
+
+    def alpha_at(self, pos:float)->float:
+        "`alpha` at the fraction `pos` of training"
+        return _alpha_at(self.alpha, pos)
+    def current_alpha(self)->float:
+        "The `alpha` of the current batch"
+        return self.alpha_at(_pct_train(self.learn))
+    def plot_schedule(self, n_points:int=101, ax=None):
+        "Plot the `alpha` this callback follows over a fit"
+        return _plot_alpha(self, n_points, ax)
 
     def _sample_lam(self)->Tensor:
         x = self.learn.xb[0]
@@ -228,14 +273,20 @@ def _is_regression_loss(loss_func)->bool:
 class OutputMixup(MixingCallback):
     "Mix the final logits of the model, for classification losses (softmax or sigmoid inside)"
     def __init__(self,
-        alpha:float=0.4, # Concentration of `Beta(alpha, alpha)`; below 1e-3 nothing is mixed
+        alpha:float|callable=0.4, # Concentration of `Beta(alpha, alpha)`, or a schedule `f(pct_train)` such as `SchedCos(0., 0.6)`; below 1e-3 nothing is mixed
         per_sample:bool=False, # One ratio per sample instead of one per batch
         max_lam:bool=False, # Use `max(lam, 1-lam)`
     ): _check_alpha(alpha, type(self).__name__); store_attr()
 
+    def alpha_at(self, pos:float)->float:
+        "`alpha` at the fraction `pos` of training"
+        return _alpha_at(self.alpha, pos)
     def current_alpha(self)->float:
         "The `alpha` of the current batch"
-        return self.alpha
+        return self.alpha_at(_pct_train(self.learn))
+    def plot_schedule(self, n_points:int=101, ax=None):
+        "Plot the `alpha` this callback follows over a fit"
+        return _plot_alpha(self, n_points, ax)
 
     def before_train(self):
         if _is_regression_loss(self.learn.loss_func): raise ValueError(
@@ -260,49 +311,17 @@ class OutputMixup(MixingCallback):
         super().after_pred()
 
 # %% ../nbs/10_manifold.ipynb #2e537baf
-def _n_required_args(f)->int:
-    "Number of positional parameters `f` needs"
-    try: ps = inspect.signature(f).parameters.values()
-    except (TypeError, ValueError): return 1
-    return sum(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps)
-
-class _ScheduledAlpha:
-    "`alpha` taken from a schedule over `pct_train`; `plot_schedule` shows it"
-    def _init_schedule(self, alpha_min, alpha_max, scheduler):
-        n = _n_required_args(scheduler)
-        if n not in (1, 2): raise ValueError(
-            f"scheduler must be a fastai annealer taking (start, end) or a function of the position; {scheduler} "
-            f"needs {n} arguments (for SchedPoly, give its power: partial(SchedPoly, power=2))")
-        self._ready = n == 1
-        for pos in (0., .25, .5, .75, 1.):
-            try: a = float(self.alpha_at(pos))
-            except (ZeroDivisionError, ValueError, OverflowError) as e: raise ValueError(
-                f"the alpha schedule fails at pct_train={pos} ({e!r}); SchedExp cannot start at 0: "
-                "give alpha_min a positive start such as 1e-3") from e
-            if not math.isfinite(a) or a < 0: raise ValueError(f"the alpha schedule gives {a} at pct_train={pos}: "
-                "alpha must be a finite number >= 0 (SchedExp cannot start at 0: use a positive alpha_min)")
-
-    def alpha_at(self, pos:float)->float:
-        "`alpha` at the fraction `pos` of training"
-        sched = self.scheduler if self._ready else self.scheduler(self.alpha_min, self.alpha_max)
-        return float(sched(pos))
-
-    def current_alpha(self)->float:
-        "The `alpha` of the current batch"
-        return self.alpha_at(min(float(getattr(self.learn, 'pct_train', 0.)), 1.))
-
-    def plot_schedule(self, n_points:int=101, ax=None):
-        "Plot the `alpha` this callback will follow over a fit"
-        import matplotlib.pyplot as plt
-        pos = np.linspace(0, 1, n_points)
-        if ax is None: _, ax = plt.subplots(figsize=(4, 2.5))
-        ax.plot(pos, [self.alpha_at(p) for p in pos])
-        ax.set_xlabel('fraction of training (pct_train)'); ax.set_ylabel('alpha'); ax.set_title(type(self).__name__)
-        return ax
+def _alpha_schedule(alpha_min, alpha_max, scheduler):
+    "`scheduler(alpha_min, alpha_max)` for a fastai annealer, `scheduler` itself for a ready function of the position"
+    n = _n_required_args(scheduler)
+    if n not in (1, 2): raise ValueError(
+        f"scheduler must be a fastai annealer taking (start, end) or a function of the position; {scheduler} "
+        f"needs {n} arguments (for SchedPoly, give its power: partial(SchedPoly, power=2))")
+    return scheduler if n == 1 else scheduler(alpha_min, alpha_max)
 
 # %% ../nbs/10_manifold.ipynb #b667de24
-class DynamicManifoldMixup(_ScheduledAlpha, ManifoldMixup):
-    "`ManifoldMixup` whose `alpha` follows `scheduler` over training"
+class DynamicManifoldMixup(ManifoldMixup):
+    "`ManifoldMixup` whose `alpha` follows `scheduler` from `alpha_min` to `alpha_max` over training"
     def __init__(self,
         alpha_min:float=0., # Start of the schedule
         alpha_max:float=0.6, # End of the schedule
@@ -312,11 +331,11 @@ class DynamicManifoldMixup(_ScheduledAlpha, ManifoldMixup):
         per_sample:bool=False, # One ratio per sample instead of one per batch
         max_lam:bool=False, # Use `max(lam, 1-lam)`
     ):
-        store_attr()
-        self._init_schedule(alpha_min, alpha_max, scheduler)
+        super().__init__(_alpha_schedule(alpha_min, alpha_max, scheduler), use_input_mixup, module_list, per_sample, max_lam)
+        store_attr('alpha_min,alpha_max,scheduler')
 
-class DynamicOutputMixup(_ScheduledAlpha, OutputMixup):
-    "`OutputMixup` whose `alpha` follows `scheduler` over training"
+class DynamicOutputMixup(OutputMixup):
+    "`OutputMixup` whose `alpha` follows `scheduler` from `alpha_min` to `alpha_max` over training"
     def __init__(self,
         alpha_min:float=0., # Start of the schedule
         alpha_max:float=0.6, # End of the schedule
@@ -324,8 +343,8 @@ class DynamicOutputMixup(_ScheduledAlpha, OutputMixup):
         per_sample:bool=False, # One ratio per sample instead of one per batch
         max_lam:bool=False, # Use `max(lam, 1-lam)`
     ):
-        store_attr()
-        self._init_schedule(alpha_min, alpha_max, scheduler)
+        super().__init__(_alpha_schedule(alpha_min, alpha_max, scheduler), per_sample, max_lam)
+        store_attr('alpha_min,alpha_max,scheduler')
 
 # %% ../nbs/10_manifold.ipynb #c607aec2
 def _as_4d(h:Tensor)->Tensor:

@@ -14,7 +14,9 @@ from torch.distributions import Beta, Dirichlet, Distribution
 
 # %% auto #0
 __all__ = ['sample_ratios', 'sample_lam', 'linear_mask', 'box_mask', 'multi_box_masks', 'block_mask', 'unsqueeze_like', 'mix',
-           'spatial_mask_for', 'to_soft', 'mix_targets']
+           'spatial_mask_for', 'to_soft', 'mix_targets', 'mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks',
+           'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'member_permutations', 'seen_fraction', 'member_input_mix',
+           'member_views']
 
 # %% ../nbs/00_mixing.ipynb #e23babdb
 @functools.lru_cache(maxsize=16)
@@ -179,3 +181,146 @@ def mix_targets(
         if n_classes is None: raise ValueError("mix_targets needs n_classes to mix integer labels")
         y_a, y_b = to_soft(y_a, n_classes), to_soft(y_b, n_classes)
     return mix(y_a, y_b, lam)
+
+# %% ../nbs/00_mixing.ipynb #8907f7d5
+def mixmo_box_prob(
+    p:float, # Probability of box (CutMix) masks for most of training
+    pct_train:float, # Progress of training, 0 to 1
+    decay_start:float=11/12, # Point from which `p` decays linearly to 0 at the end of training
+)->float:
+    "Probability of box masks at `pct_train`: `p` until `decay_start`, then linear decay to 0"
+    if pct_train < decay_start: return p
+    return max(0., p * (1 - pct_train) / (1 - decay_start))
+
+# %% ../nbs/00_mixing.ipynb #81d7ae79
+def mixmo_masks(
+    lams:Tensor, # Ratios `(B, M)` drawn per sample, summing to one over members
+    spatial:tuple, # Spatial shape of the encoders' output: `(L,)`, `(H, W)` or `(D, H, W)`
+    box:bool=True, # Box masks (CutMixMo) or constant masks (LinearMixMo)
+    box_member:int=0, # The member that gets the inside of the box
+)->tuple[Tensor, Tensor]:
+    "Masks `(B, M, *spatial)` summing to one over members, and each member's real ratio, the mask's mean `(B, M)`"
+    n = lams.shape[1]
+    if not box or len(spatial) == 0:
+        masks = lams.reshape(*lams.shape, *[1]*len(spatial)).expand(*lams.shape, *spatial).clone()
+        return masks, lams.clone()
+    # the box goes to `box_member`: put its ratio first, then the masks back in member order
+    order = [box_member] + [i for i in range(n) if i != box_member]
+    ordered, _ = multi_box_masks(lams[:, order], spatial)
+    masks = torch.empty_like(ordered)
+    masks[:, order] = ordered
+    return masks, masks.flatten(2).mean(2)
+
+# %% ../nbs/00_mixing.ipynb #c41f8a90
+def sample_mixmo_masks(
+    bs:int, # Batch size
+    n_members:int, # M
+    spatial:tuple, # Spatial shape of the encoders' output
+    alpha:float=2., # Ratios ~ Beta(alpha, alpha) (Dirichlet for M > 2) per sample; `alpha <= 0` gives equal ratios
+    box_prob:float=0.5, # Probability that the batch gets box masks (else constant masks)
+    device=None,
+)->tuple[Tensor, Tensor]:
+    "Masks `(B, M, *spatial)` and ratios `(B, M)` of one batch: boxes with probability `box_prob` (a coin picks who gets the box), else constant"
+    lams = sample_ratios(alpha, n_members, (bs,), device=device)
+    box = torch.rand(()).item() < box_prob
+    box_member = int(torch.randint(0, n_members, ()))
+    return mixmo_masks(lams, spatial, box, box_member)
+
+# %% ../nbs/00_mixing.ipynb #90e959fa
+def mixmo_weights(
+    ratios:Tensor, # Each member's ratio `(B, M)`
+    weight_root:float=3., # r: the root applied to the ratios (1 gives `M * ratio`)
+)->Tensor:
+    "Weights of the members' targets `w_i = M * lam_i**(1/r) / sum_j lam_j**(1/r)`, shape `(B, M)`"
+    root = ratios.clamp_min(0) ** (1/weight_root)
+    return ratios.shape[-1] * root / root.sum(-1, keepdim=True).clamp_min(1e-12)
+
+# %% ../nbs/00_mixing.ipynb #9963b922
+def mixmo_loss(
+    pred:Tensor, # The members' logits `(B, M, C)`
+    targets:Tensor, # Soft targets `(B, M, C)`, one set per member
+    weights:Tensor, # The members' weights `(B, M)`
+)->Tensor:
+    "Soft cross-entropy of each member against its reweighted targets, summed over members, averaged over the batch"
+    logp = F.log_softmax(pred.float(), -1)
+    return -(weights[..., None].float() * targets.float() * logp).sum((1, 2)).mean()
+
+# %% ../nbs/00_mixing.ipynb #5328082b
+def ensemble_logits(
+    logits:Tensor, # The members' logits `(..., M, C)`
+    how:str='logits', # 'logits': mean of the logits (MixMo); 'probs': log of the mean probabilities (MIMO)
+)->Tensor:
+    "The ensemble's logits `(..., C)`; with 'probs' a softmax of the result gives the members' mean probabilities"
+    if how == 'logits': return logits.mean(-2)
+    if how == 'probs': return torch.logsumexp(F.log_softmax(logits.float(), -1), -2).to(logits.dtype) - math.log(logits.shape[-2])
+    raise ValueError(f"ensemble must be 'logits' or 'probs', got {how!r}")
+
+# %% ../nbs/00_mixing.ipynb #9d856840
+def member_permutations(
+    bs:int, # Batch size of an ordinary loader's batch
+    n_members:int=2, # M
+    keep_frac:float=0.5, # rho: fraction of positions that every member reads from the same sample
+    device=None,
+)->list:
+    "One permutation of the batch per member (member 0: the identity), as MIMO's input repetition"
+    # `keep_frac` of the positions read the same sample in every member; the others are shuffled among themselves
+    # for each member, so that every member reads every sample of the batch once
+    free = torch.randperm(bs, device=device)[:bs - int(bs * keep_frac)]
+    perms = [torch.arange(bs, device=device)]
+    for _ in range(n_members-1):
+        perm = torch.arange(bs, device=device)
+        perm[free] = free[torch.randperm(len(free), device=device)]
+        perms.append(perm)
+    return perms
+
+# %% ../nbs/00_mixing.ipynb #5430d6bc
+def seen_fraction(
+    keep:Tensor, # Input-level mask `(B, *input_spatial)`: 1 where the member's own sample is
+    member_mask:Tensor, # The member's MixMo mask `(B, *feature_spatial)` at the encoder's resolution
+)->Tensor:
+    "Fraction `(B,)` of what the member sees (its MixMo mask upsampled over the input) that comes from its own sample"
+    up = F.interpolate(member_mask[:, None].float(), size=tuple(keep.shape[1:]), mode='nearest')[:, 0]
+    seen = up.flatten(1).sum(1)
+    own = (up * keep).flatten(1).sum(1)
+    # a member that sees nothing (an empty mask) keeps the ratio of the whole input
+    return torch.where(seen > 0, own / seen.clamp_min(1e-12), keep.flatten(1).mean(1))
+
+# %% ../nbs/00_mixing.ipynb #e2a9c7d4
+def member_input_mix(
+    inputs:list, # Each member's inputs `(B, C, *spatial)`
+    soft:list, # Each member's soft targets `(B, n_classes)`
+    masks:Tensor, # MixMo masks `(B, M, *feature_spatial)`
+    how:str='cutmix', # 'cutmix' or 'mixup'
+    prob:float=0.5, # Probability that a member's inputs are mixed
+    alpha:float=1., # Ratios ~ Beta(alpha, alpha)
+)->tuple[list, list]:
+    "CutMix/Mixup inside each member's inputs, targets by what the member sees of its own sample (at least half)"
+    inputs, soft = list(inputs), list(soft)
+    for i, (x, t) in enumerate(zip(inputs, soft)):
+        if torch.rand(()).item() >= prob: continue
+        bs = x.shape[0]
+        perm = torch.randperm(bs, device=x.device)
+        lam = sample_lam(alpha, (bs,), device=x.device)
+        if how == 'mixup':
+            own = torch.maximum(lam, 1-lam)   # the member's own sample dominates
+            inputs[i] = mix(x, x[perm], own)
+        else:
+            box, _ = box_mask(lam, tuple(x.shape[2:]), device=x.device)
+            keep = 1 - box
+            own = seen_fraction(keep, masks[:, i])
+            # the member's own sample covers at least half of what the member sees: swap roles if not
+            swap = own < 0.5
+            keep = torch.where(swap.reshape(-1, *[1]*(keep.ndim-1)), box, keep)
+            own = torch.where(swap, 1 - own, own)
+            inputs[i] = mix(x, x[perm], spatial_mask_for(keep, x))
+        soft[i] = mix(t, t[perm], own)
+    return inputs, soft
+
+# %% ../nbs/00_mixing.ipynb #1a0c40e6
+def member_views(
+    inputs:Tensor, # The members' inputs `(B, M, C, *spatial)`
+    masks:Tensor, # MixMo masks `(B, M, *feature_spatial)` at the encoders' resolution
+)->Tensor:
+    "What each member sees: its input times its mask upsampled (nearest) to the input's resolution"
+    up = F.interpolate(masks.float(), size=tuple(inputs.shape[3:]), mode='nearest')
+    return inputs * up.unsqueeze(2)

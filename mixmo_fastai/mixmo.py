@@ -12,81 +12,15 @@ from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
 from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, set_module
+# MixMo's tensor functions live in `mixing`; `from mixmo_fastai.mixmo import *` still gives them
+_all_ = ['mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits',
+         'seen_fraction', 'member_permutations', 'member_input_mix', 'member_views']
 
 # %% auto #0
-__all__ = ['mixmo_box_prob', 'mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'seen_fraction', 'MixMoEncoder',
-           'MixMoHead', 'mixmo_parts', 'mixmo_model', 'mixmo_convert', 'mixmo_unconvert', 'member_permutations',
-           'member_input_mix', 'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO', 'member_views']
-
-# %% ../nbs/20_mixmo.ipynb #8907f7d5
-def mixmo_box_prob(
-    p:float, # Probability of box (CutMix) masks for most of training
-    pct_train:float, # Progress of training, 0 to 1
-    decay_start:float=11/12, # Point from which `p` decays linearly to 0 at the end of training
-)->float:
-    "Probability of box masks at `pct_train`: `p` until `decay_start`, then linear decay to 0"
-    if pct_train < decay_start: return p
-    return max(0., p * (1 - pct_train) / (1 - decay_start))
-
-# %% ../nbs/20_mixmo.ipynb #81d7ae79
-def mixmo_masks(
-    lams:Tensor, # Ratios `(B, M)` drawn per sample, summing to one over members
-    spatial:tuple, # Spatial shape of the encoders' output: `(L,)`, `(H, W)` or `(D, H, W)`
-    box:bool=True, # Box masks (CutMixMo) or constant masks (LinearMixMo)
-    box_member:int=0, # The member that gets the inside of the box
-)->tuple[Tensor, Tensor]:
-    "Masks `(B, M, *spatial)` summing to one over members, and each member's real ratio, the mask's mean `(B, M)`"
-    n = lams.shape[1]
-    if not box or len(spatial) == 0:
-        masks = lams.reshape(*lams.shape, *[1]*len(spatial)).expand(*lams.shape, *spatial).clone()
-        return masks, lams.clone()
-    # the box goes to `box_member`: put its ratio first, then the masks back in member order
-    order = [box_member] + [i for i in range(n) if i != box_member]
-    ordered, _ = multi_box_masks(lams[:, order], spatial)
-    masks = torch.empty_like(ordered)
-    masks[:, order] = ordered
-    return masks, masks.flatten(2).mean(2)
-
-# %% ../nbs/20_mixmo.ipynb #90e959fa
-def mixmo_weights(
-    ratios:Tensor, # Each member's ratio `(B, M)`
-    weight_root:float=3., # r: the root applied to the ratios (1 gives `M * ratio`)
-)->Tensor:
-    "Weights of the members' targets `w_i = M * lam_i**(1/r) / sum_j lam_j**(1/r)`, shape `(B, M)`"
-    root = ratios.clamp_min(0) ** (1/weight_root)
-    return ratios.shape[-1] * root / root.sum(-1, keepdim=True).clamp_min(1e-12)
-
-# %% ../nbs/20_mixmo.ipynb #9963b922
-def mixmo_loss(
-    pred:Tensor, # The members' logits `(B, M, C)`
-    targets:Tensor, # Soft targets `(B, M, C)`, one set per member
-    weights:Tensor, # The members' weights `(B, M)`
-)->Tensor:
-    "Soft cross-entropy of each member against its reweighted targets, summed over members, averaged over the batch"
-    logp = F.log_softmax(pred.float(), -1)
-    return -(weights[..., None].float() * targets.float() * logp).sum((1, 2)).mean()
-
-# %% ../nbs/20_mixmo.ipynb #5328082b
-def ensemble_logits(
-    logits:Tensor, # The members' logits `(..., M, C)`
-    how:str='logits', # 'logits': mean of the logits (MixMo); 'probs': log of the mean probabilities (MIMO)
-)->Tensor:
-    "The ensemble's logits `(..., C)`; with 'probs' a softmax of the result gives the members' mean probabilities"
-    if how == 'logits': return logits.mean(-2)
-    if how == 'probs': return torch.logsumexp(F.log_softmax(logits.float(), -1), -2).to(logits.dtype) - math.log(logits.shape[-2])
-    raise ValueError(f"ensemble must be 'logits' or 'probs', got {how!r}")
-
-# %% ../nbs/20_mixmo.ipynb #5430d6bc
-def seen_fraction(
-    keep:Tensor, # Input-level mask `(B, *input_spatial)`: 1 where the member's own sample is
-    member_mask:Tensor, # The member's MixMo mask `(B, *feature_spatial)` at the encoder's resolution
-)->Tensor:
-    "Fraction `(B,)` of what the member sees (its MixMo mask upsampled over the input) that comes from its own sample"
-    up = F.interpolate(member_mask[:, None].float(), size=tuple(keep.shape[1:]), mode='nearest')[:, 0]
-    seen = up.flatten(1).sum(1)
-    own = (up * keep).flatten(1).sum(1)
-    # a member that sees nothing (an empty mask) keeps the ratio of the whole input
-    return torch.where(seen > 0, own / seen.clamp_min(1e-12), keep.flatten(1).mean(1))
+__all__ = ['MixMoEncoder', 'MixMoHead', 'mixmo_parts', 'mixmo_model', 'mixmo_convert', 'mixmo_unconvert', 'member_inputs',
+           'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO', 'mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks',
+           'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'seen_fraction', 'member_permutations', 'member_input_mix',
+           'member_views']
 
 # %% ../nbs/20_mixmo.ipynb #327e927a
 class _MixMoState:
@@ -246,59 +180,34 @@ def mixmo_unconvert(
     for name, m in replaced: set_module(unwrap_model(model), name, m)
 
 # %% ../nbs/20_mixmo.ipynb #8c856840
-def member_permutations(
-    bs:int, # Batch size of an ordinary loader's batch
+def member_inputs(
+    xs:tuple, # The inputs of a training batch: one (ordinary loader) or one per member (`mixmo_dls`)
+    ys:tuple, # Its targets, as many as its inputs
     n_members:int=2, # M
-    keep_frac:float=0.5, # rho: fraction of positions that every member reads from the same sample
-    device=None,
-)->list:
-    "One permutation of the batch per member (member 0: the identity), as MIMO's input repetition"
-    # `keep_frac` of the positions read the same sample in every member; the others are shuffled among themselves
-    # for each member, so that every member reads every sample of the batch once
-    free = torch.randperm(bs, device=device)[:bs - int(bs * keep_frac)]
-    perms = [torch.arange(bs, device=device)]
-    for _ in range(n_members-1):
-        perm = torch.arange(bs, device=device)
-        perm[free] = free[torch.randperm(len(free), device=device)]
-        perms.append(perm)
-    return perms
-
-def member_input_mix(
-    inputs:list, # Each member's inputs `(B, C, *spatial)`
-    soft:list, # Each member's soft targets `(B, n_classes)`
-    masks:Tensor, # MixMo masks `(B, M, *feature_spatial)`
-    how:str='cutmix', # 'cutmix' or 'mixup'
-    prob:float=0.5, # Probability that a member's inputs are mixed
-    alpha:float=1., # Ratios ~ Beta(alpha, alpha)
+    keep_frac:float=0.5, # rho, for an ordinary batch (see `member_permutations`)
 )->tuple[list, list]:
-    "CutMix/Mixup inside each member's inputs, targets by what the member sees of its own sample (at least half)"
-    inputs, soft = list(inputs), list(soft)
-    for i, (x, t) in enumerate(zip(inputs, soft)):
-        if torch.rand(()).item() >= prob: continue
-        bs = x.shape[0]
-        perm = torch.randperm(bs, device=x.device)
-        lam = sample_lam(alpha, (bs,), device=x.device)
-        if how == 'mixup':
-            own = torch.maximum(lam, 1-lam)   # the member's own sample dominates
-            inputs[i] = mix(x, x[perm], own)
-        else:
-            box, _ = box_mask(lam, tuple(x.shape[2:]), device=x.device)
-            keep = 1 - box
-            own = seen_fraction(keep, masks[:, i])
-            # the member's own sample covers at least half of what the member sees: swap roles if not
-            swap = own < 0.5
-            keep = torch.where(swap.reshape(-1, *[1]*(keep.ndim-1)), box, keep)
-            own = torch.where(swap, 1 - own, own)
-            inputs[i] = mix(x, x[perm], spatial_mask_for(keep, x))
-        soft[i] = mix(t, t[perm], own)
-    return inputs, soft
+    "One input and one target per member: a multi-input batch's own, or permutations of an ordinary batch"
+    m = n_members
+    if len(xs) == m and len(ys) == m: return [_plain(x) for x in xs], [_plain(y) for y in ys]
+    if len(xs) != 1 or len(ys) != 1: raise ValueError(
+        f"MixMo with {m} members needs batches of one input and one target, or {m} of each "
+        f"(mixmo_dls), got {len(xs)} inputs and {len(ys)} targets")
+    x, y = _plain(xs[0]), _plain(ys[0])
+    if x.shape[0] < m: raise ValueError(_small_batch_msg(m, x.shape[0]))
+    perms = member_permutations(x.shape[0], m, keep_frac, x.device)
+    return [x[p] for p in perms], [y[p] for p in perms]
 
-def _output_shape(layer:nn.Module, x:Tensor)->tuple:
-    "Spatial shape of `layer`'s output on inputs shaped like `x`, from one sample in eval mode (no running statistics move)"
+# %% ../nbs/20_mixmo.ipynb #b5e1c0a2
+def _output_shape(layer:nn.Module, x:Tensor, cache:dict)->tuple:
+    "Spatial shape of `layer`'s output on inputs shaped like `x`, kept in `cache` per input shape"
+    key = tuple(x.shape[1:])
+    if key in cache: return cache[key]
     mode = layer.training
+    # one sample in eval mode: no running statistics move
     try:
-        with torch.no_grad(): return tuple(layer.eval()(x[:1]).shape[2:])
+        with torch.no_grad(): cache[key] = tuple(layer.eval()(x[:1]).shape[2:])
     finally: layer.train(mode)
+    return cache[key]
 
 def _depthwise_msg(who, n_epoch):
     return (f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
@@ -317,6 +226,50 @@ def _small_batch_msg(n_members, bs):
     return (f"MixMo with {n_members} members reads {n_members} permutations of each batch of an ordinary "
             f"loader: a training batch of {bs} sample(s) cannot give every member its own samples. Use a batch size "
             f"of at least {n_members} (with drop_last=True for the training loader), fewer members, or mixmo_dls")
+
+def _check_mixmo_args(n_members, ensemble, input_mix):
+    if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
+    if ensemble not in ('logits', 'probs'): raise ValueError(f"ensemble must be 'logits' or 'probs', got {ensemble!r}")
+    if input_mix not in (None, 'cutmix', 'mixup'): raise ValueError(f"input_mix must be None, 'cutmix' or 'mixup', got {input_mix!r}")
+
+def _check_learner(learn, n_members):
+    "A classification loss, and an ordinary training loader whose batches give each member its own samples"
+    if not loss_is_int_target(learn.loss_func): raise ValueError(
+        f"MixMo trains each member with a cross-entropy: use a classification loss such as CrossEntropyLossFlat, "
+        f"not {type(learn.loss_func).__name__} (a regression loss cannot be split between members)")
+    dl = getattr(learn.dls, 'train', None)
+    if dl is None or getattr(dl, 'multi', False): return
+    bs = getattr(dl, 'bs', None)
+    if bs is not None and bs < n_members: raise ValueError(_small_batch_msg(n_members, bs))
+
+def _check_box_fits(who, box_prob, spatial):
+    "Refuse box masks on a 1x1 feature map"
+    if box_prob > 0 and len(spatial) and math.prod(spatial) == 1: raise ValueError(
+        f"{who} draws box masks (box_prob={box_prob}) on the encoders' output, which is 1x1 "
+        f"here (spatial shape {spatial}): a box would give one member the whole feature map and the others nothing. "
+        "Use LinearMixMo or MIMO (box_prob=0), or a larger input / an encoder that keeps a spatial extent")
+
+def _warn_measured_loss(cb)->bool:
+    "Warn about a configuration of `cb` that was measured to lose to plain training; whether it did"
+    who, n_epoch, learn = type(cb).__name__, cb.n_epoch, cb.learn
+    msg = _depthwise_msg(who, n_epoch) if cb.alpha > 0 and n_epoch < 20 and depthwise_convs(learn.model) else None
+    dl = getattr(learn.dls, 'train', None)
+    # a MixMo loader's members read independent samples by design
+    if cb.keep_frac == 0 and n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = _keep_msg(who, n_epoch)
+    if msg: warn(msg)
+    return bool(msg)
+
+def _loader_batch(learn)->tuple:
+    "Inputs and targets as the current loader made them (a MixMo loader has one input per member)"
+    b = (*learn.xb, *learn.yb)
+    n = getattr(learn.dl, 'n_inp', len(learn.xb))
+    return b[:n], b[n:]
+
+def _recreate_opt(learn):
+    "A new optimizer for the converted model's parameters, with the old one's hyper-parameters"
+    hypers = learn.opt.hypers
+    learn.create_opt()
+    for k in hypers[0]: learn.opt.set_hyper(k, [h[k] for h in hypers][:len(learn.opt.hypers)])
 
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
 class MixMo(MixingCallback):
@@ -337,83 +290,33 @@ class MixMo(MixingCallback):
         head:str=None, # Name of the final `nn.Linear` (default: the last one)
         encoder_norm:bool=True, # Members' encoders include the norm (and activation) right after the encoder convolution
     ):
-        if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
-        if ensemble not in ('logits', 'probs'): raise ValueError(f"ensemble must be 'logits' or 'probs', got {ensemble!r}")
-        if input_mix not in (None, 'cutmix', 'mixup'): raise ValueError(f"input_mix must be None, 'cutmix' or 'mixup', got {input_mix!r}")
+        _check_mixmo_args(n_members, ensemble, input_mix)
         store_attr()
         self._shapes = {}
 
     def after_create(self):
         "Convert the model when the `Learner` is created (so that its optimizer sees the new parameters), after the checks"
-        self._check_loss()
-        self._check_loader()
-        self._convert()
-
+        _check_learner(self.learn, self.n_members); self._convert()
     def before_fit(self):
-        try:
-            super().before_fit()
-            self._check_loss()
-            self._check_loader()
+        try: super().before_fit(); _check_learner(self.learn, self.n_members)
         except Exception: self._unconvert(); raise
         if mixmo_parts(self.learn.model)[0] is None: self._convert(reset_opt=True)
         self.encoders,self.heads = mixmo_parts(self.learn.model)
-
     def before_train(self):
         super().before_train()
-        if not self.in_lr_find: self._warn_measured_loss()
-
-    def _warn_measured_loss(self):
-        "Warn once about a configuration that was measured to lose to plain training"
-        if self._warned: return
-        who = type(self).__name__
-        msg = _depthwise_msg(who, self.n_epoch) if self.alpha > 0 and self.n_epoch < 20 and depthwise_convs(self.learn.model) else None
-        dl = getattr(self.learn.dls, 'train', None)
-        # a MixMo loader's members read independent samples by design
-        if self.keep_frac == 0 and self.n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = _keep_msg(who, self.n_epoch)
-        if msg: self._warned = True; warn(msg)
-
-    def _check_loss(self):
-        if not loss_is_int_target(self.learn.loss_func): raise ValueError(
-            f"MixMo trains each member with a cross-entropy: use a classification loss such as CrossEntropyLossFlat, "
-            f"not {type(self.learn.loss_func).__name__} (a regression loss cannot be split between members)")
-
-    def _check_loader(self):
-        "An ordinary training loader must give each member its own samples: at least `n_members` per batch"
-        dl = getattr(self.learn.dls, 'train', None)
-        if dl is None or getattr(dl, 'multi', False): return
-        bs = getattr(dl, 'bs', None)
-        if bs is not None and bs < self.n_members: raise ValueError(_small_batch_msg(self.n_members, bs))
-
-    def _convert(self, reset_opt=False):
-        "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
-        # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
-        self._orig = mixmo_convert(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
-        if reset_opt and self.learn.opt is not None:
-            hypers = self.learn.opt.hypers
-            self.learn.create_opt()
-            for k in hypers[0]: self.learn.opt.set_hyper(k, [h[k] for h in hypers][:len(self.learn.opt.hypers)])
-
-    def _unconvert(self):
-        "Put back what `_convert` replaced (before any training step only)"
-        if not getattr(self, '_orig', None): return
-        mixmo_unconvert(self.learn.model, self._orig)
-        self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
-        self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
-
-    def _refuse(self, msg:str):
-        "Refuse the current (first) training batch: the model goes back to what it was"
-        self._unconvert()
-        raise ValueError(msg)
+        if not (self.in_lr_find or self._warned): self._warned = _warn_measured_loss(self)  # once
 
     def before_batch(self):
         super().before_batch()
-        xs, ys = self._members_batch()
+        xs, ys = _loader_batch(self.learn)
         if not self.training or self.skip_batch:
             # validation, inference and lr_find: the plain network (on member 0's input for a MixMo loader's batch)
             if len(xs) == len(ys) == self.n_members: self.learn.xb,self.learn.yb = xs[:1],ys[:1]
             return
-        inputs, targets = self._member_inputs(xs, ys)
-        masks, ratios = self._masks(inputs[0])
+        try:
+            inputs, targets = member_inputs(xs, ys, self.n_members, self.keep_frac)
+            masks, ratios = self._masks(inputs[0])
+        except ValueError: self._unconvert(); raise  # a refused (first) batch: the model goes back to what it was
         soft = [to_soft(y, self.heads.n_out) for y in targets]
         if self.input_mix: inputs, soft = member_input_mix(inputs, soft, masks, self.input_mix, self.input_mix_prob, self.input_mix_alpha)
         self.encoders.state.masks = masks
@@ -422,6 +325,13 @@ class MixMo(MixingCallback):
         self.learn.xb = (_like(torch.stack(inputs, 1), xs[0]),)
         self.learn.yb = tuple(_like(t, ys[0]) for t in targets)
         self.mixed,self.last_mix = True,MixRecord(ratios, None, self.encoders, masks)
+
+    def _masks(self, x):
+        "The batch's masks at the encoders' resolution, with the box probability of this point of training"
+        spatial = _output_shape(self.encoders.layers[0], x, self._shapes)
+        _check_box_fits(type(self).__name__, self.box_prob, spatial)
+        return sample_mixmo_masks(x.shape[0], self.n_members, spatial, self.alpha,
+                                  mixmo_box_prob(self.box_prob, self.pct_train, self.decay_start), x.device)
 
     def after_pred(self):
         "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
@@ -432,7 +342,6 @@ class MixMo(MixingCallback):
             self._hide_targets()
         publish_member_logits(self.learn, self.encoders.state.member_logits)
         self.encoders.state.member_logits = None
-
     def lf(self, pred, *yb):
         "Soft cross-entropy of each member (the logits kept in `after_pred`) against its reweighted target, summed over members"
         return _like(mixmo_loss(_plain(self.member_pred), self.targets, self.weights), self.member_pred)
@@ -443,50 +352,22 @@ class MixMo(MixingCallback):
     def after_cancel_batch(self): super().after_cancel_batch(); self._clear()
     def after_cancel_train(self): super().after_cancel_train(); self._clear()
     def after_fit(self): self._clear(); publish_member_logits(self.learn, None)
-
     def _clear(self):
         "Forget the last batch's masks and targets"
         self.targets = self.weights = self.member_pred = None
         if getattr(self, 'encoders', None) is not None: self.encoders.state.masks = None
 
-    def _members_batch(self):
-        "Inputs and targets as the current loader made them (a MixMo loader has one input per member)"
-        b = (*self.learn.xb, *self.learn.yb)
-        n = getattr(self.dl, 'n_inp', len(self.learn.xb))
-        return b[:n], b[n:]
-
-    def _member_inputs(self, xs, ys):
-        "One input and target per member: from a multi-input loader, or permutations of an ordinary batch"
-        m = self.n_members
-        if len(xs) == m and len(ys) == m: return [_plain(x) for x in xs], [_plain(y) for y in ys]
-        if len(xs) != 1 or len(ys) != 1: self._refuse(
-            f"MixMo with {m} members needs batches of one input and one target, or {m} of each "
-            f"(mixmo_dls), got {len(xs)} inputs and {len(ys)} targets")
-        x, y = _plain(xs[0]), _plain(ys[0])
-        bs = x.shape[0]
-        if bs < m: self._refuse(_small_batch_msg(m, bs))
-        perms = member_permutations(bs, m, self.keep_frac, x.device)
-        return [x[p] for p in perms], [y[p] for p in perms]
-
-    def _feature_shape(self, x):
-        "Spatial shape of the encoders' output for inputs shaped like `x` (one small forward per input shape)"
-        key = tuple(x.shape[1:])
-        if key not in self._shapes: self._shapes[key] = _output_shape(self.encoders.layers[0], x)
-        return self._shapes[key]
-
-    def _masks(self, x):
-        "Per-sample masks at the encoders' resolution: boxes with probability `p_t` (the coin picks who gets the box), else constant"
-        bs, m, dev = x.shape[0], self.n_members, x.device
-        spatial = self._feature_shape(x)
-        if self.box_prob > 0 and len(spatial) and math.prod(spatial) == 1: self._refuse(
-            f"{type(self).__name__} draws box masks (box_prob={self.box_prob}) on the encoders' output, which is 1x1 "
-            f"here (spatial shape {spatial}): a box would give one member the whole feature map and the others nothing. "
-            "Use LinearMixMo or MIMO (box_prob=0), or a larger input / an encoder that keeps a spatial extent")
-        lams = sample_ratios(self.alpha, m, (bs,), device=dev)
-        box = torch.rand(()).item() < mixmo_box_prob(self.box_prob, self.pct_train, self.decay_start)
-        box_member = int(torch.randint(0, m, ()))
-        return mixmo_masks(lams, spatial, box, box_member)
-
+    def _convert(self, reset_opt=False):
+        "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
+        # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
+        self._orig = mixmo_convert(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
+        if reset_opt and self.learn.opt is not None: _recreate_opt(self.learn)
+    def _unconvert(self):
+        "Put back what `_convert` replaced (before any training step only)"
+        if not getattr(self, '_orig', None): return
+        mixmo_unconvert(self.learn.model, self._orig)
+        self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
+        self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
 
 # %% ../nbs/20_mixmo.ipynb #2004cfcb
 @delegates(MixMo)
@@ -507,12 +388,3 @@ class MIMO(MixMo):
     def __init__(self, n_members=2, alpha=0., box_prob=0., weight_root=1., ensemble='probs', **kwargs):
         super().__init__(n_members=n_members, alpha=alpha, box_prob=box_prob, weight_root=weight_root,
                          ensemble=ensemble, **kwargs)
-
-# %% ../nbs/20_mixmo.ipynb #1a0c40e6
-def member_views(
-    inputs:Tensor, # The members' inputs `(B, M, C, *spatial)`
-    masks:Tensor, # MixMo masks `(B, M, *feature_spatial)` at the encoders' resolution
-)->Tensor:
-    "What each member sees: its input times its mask upsampled (nearest) to the input's resolution"
-    up = F.interpolate(masks.float(), size=tuple(inputs.shape[3:]), mode='nearest')
-    return inputs * up.unsqueeze(2)

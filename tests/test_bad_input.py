@@ -7,7 +7,7 @@ import re
 import pytest, torch
 from fastai.vision.all import *
 from mixmo_fastai.all import *
-from conftest import subset_dls, xfail, known_defect_cases
+from helpers import subset_dls, xfail, known_defect_cases
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _subset_dls(n_train=128, n_valid=64, bs=64, **kwargs): return subset_dls(n_train, n_valid, bs, **kwargs)

@@ -12,7 +12,7 @@ from fastai.callback.mixup import CutMix, MixUp
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.training import GradientAccumulation
 from mixmo_fastai.all import *
-from conftest import subset_dls, xfail, known_defect_cases
+from helpers import subset_dls, xfail, known_defect_cases
 
 EXPECTED = {
     'manifold': ['ManifoldMixup', 'OutputMixup', 'DynamicManifoldMixup', 'DynamicOutputMixup', 'PatchUp'],

@@ -2,7 +2,7 @@
 import pytest, torch, timm, torchvision
 from fastai.vision.all import *
 from mixmo_fastai.all import *
-from conftest import subset_dls
+from helpers import subset_dls
 
 def _tensor_dls(shape=(3, 32, 32), n=8, bs=4, c=5):
     "Tiny random classification data: two batches of `bs` for training, one for validation"

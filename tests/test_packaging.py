@@ -2,7 +2,7 @@
 import importlib, re, subprocess, sys
 from pathlib import Path
 import mixmo_fastai
-from conftest import ROOT
+from helpers import ROOT
 
 def test_version(): assert re.match(r'\d+\.\d+\.\d+', mixmo_fastai.__version__)
 
