@@ -20,10 +20,10 @@ from .swa import SWA
 
 # %% auto #0
 __all__ = ['METHODS', 'DEFAULT_BENCH', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method',
-           'rows_of', 'check_methods', 'Task', 'check_task', 'get_dls', 'arch_channels', 'get_model', 'make_learner',
-           'train_method', 'evaluate', 'evaluations', 'time_train_steps', 'time_inference', 'interleaved_medians',
-           'method_callbacks', 'time_callback_cost', 'run_timing', 'timing_table', 'welch_p', 'markdown_table',
-           'run_bench']
+           'rows_of', 'check_methods', 'check_options', 'Task', 'check_task', 'get_dls', 'arch_channels', 'get_model',
+           'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps', 'time_inference',
+           'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing', 'timing_table', 'welch_p',
+           'markdown_table', 'run_bench']
 
 # %% ../nbs/45_bench.ipynb #7b908b10
 class DeepEnsemble(nn.Module):
@@ -107,6 +107,18 @@ def check_methods(methods)->list:
     unknown = [m for m in methods if m not in METHODS]
     if unknown: raise BenchError(f"unknown method {', '.join(map(repr, unknown))}; choose from: {', '.join(METHODS)}")
     return list(dict.fromkeys(methods))
+
+_OPTION_RULES = {
+    **{k: (lambda v: v >= 1, 'must be at least 1') for k in ('epochs', 'seeds', 'width', 'bs', 'size', 'rounds', 'steps', 'n')},
+    'lr': (lambda v: v > 0, 'must be positive'),
+    'compute': (lambda v: v == 0 or v >= 1, "is a multiple of vanilla's compute: 0 (none) or at least 1"),
+}
+
+def check_options(**options):
+    "Refuse the options out of range, each named as the command line names it (`None`: not given, not checked)"
+    for k, v in options.items():
+        ok, rule = _OPTION_RULES[k]
+        if v is not None and not ok(v): raise BenchError(f"--{k} {rule}, got {v}")
 
 # %% ../nbs/45_bench.ipynb #0770cddc
 class Task:
@@ -363,6 +375,7 @@ def run_timing(
     task:str='digits', # Embedded task, a name of `TASKS`
 )->pd.DataFrame:
     "Step time × vanilla, the callbacks' own time per step, and inference × vanilla of each method, on fresh learners (no training)"
+    check_options(width=width, bs=bs, size=size, rounds=n_rounds, steps=steps)
     methods = check_methods(methods or list(METHODS))
     methods = ['vanilla'] + [m for m in methods if m != 'vanilla']
     log = log or noop
@@ -504,12 +517,11 @@ def run_bench(
     compute_methods:list=None, # Methods also trained at that budget, with fewer epochs where a step costs more (default: `COMPUTE_MATCHED`)
 )->pd.DataFrame:
     "Train every method for every seed at equal epochs and at equal compute; write runs.csv, results.csv, results.md and plots"
+    check_options(seeds=seeds, epochs=epochs, lr=lr, width=width, bs=bs, size=size, rounds=n_rounds, steps=steps, compute=compute)
     methods = check_methods(methods or DEFAULT_BENCH)
     methods = ['vanilla'] + [m for m in methods if m != 'vanilla']
     task = check_task(task)
     epochs = epochs or (TASKS[task].epochs if data is None else 10)
-    if seeds < 1 or epochs < 1: raise BenchError("--seeds and --epochs must be at least 1")
-    if compute < 0 or (compute and compute < 1): raise BenchError(f"--compute is a multiple of vanilla's compute: 0 (none) or at least 1, got {compute}")
     cmethods = [m for m in (check_methods(compute_methods) if compute_methods else COMPUTE_MATCHED) if m in methods]
     log = log or noop
     out = Path(out); out.mkdir(parents=True, exist_ok=True)

@@ -64,9 +64,8 @@ def train(
     task:str='digits', # Embedded task, a name of `TASKS`
 )->tuple[Learner, dict]:
     "Train `method` and evaluate it on the validation set; returns the learner and its results per evaluation row"
+    check_options(epochs=epochs, lr=lr, width=width, bs=bs, size=size)
     method = check_methods([method])[0]
-    if epochs < 1: raise CLIError(f"--epochs must be at least 1, got {epochs}")
-    if lr <= 0: raise CLIError(f"--lr must be positive, got {lr}")
     dls = get_dls(data, bs, size, arch_channels(arch), task=task)
     learn = train_method(method, dls, epochs, lr, seed, arch, width, metrics=accuracy, quiet=quiet)
     res = {row: {k: v for k, v in r.items() if k not in ('logits', 'targs')} for row, r in evaluations(method, learn).items()}
@@ -117,6 +116,7 @@ def show_mixing(
 ):
     "Picture of what `method` does to a training batch; saved as a PNG when `out` is given. Returns the figure"
     import matplotlib.pyplot as plt
+    check_options(n=n, width=width, bs=bs, size=size)
     method = check_methods([method])[0]
     if METHODS[method].n_models > 1 or METHODS[method].cbs is None:
         raise CLIError(f"{method} does not change the training batches: nothing to show")
@@ -211,17 +211,11 @@ def _parser():
     _common(s)
     return p
 
-def _positive(args, *names):
-    for k in names:
-        v = getattr(args, k, None)
-        if v is not None and v < 1: raise CLIError(f"--{k} must be at least 1, got {v}")
-
 # %% ../nbs/50_cli.ipynb #c5a5e5df
 def main(argv=None):
     "Entry point of the `mixmo-fastai` console script"
     try:
         args = _parser().parse_args(argv)
-        _positive(args, 'epochs', 'width', 'bs', 'size', 'seeds', 'rounds', 'steps', 'n')
         if args.command == 'train' and args.recipe:
             r = _recipe(args.recipe, sys.argv[1:] if argv is None else list(argv))
             args.method, args.task, args.epochs = r.method, r.task, r.epochs
