@@ -125,14 +125,22 @@ def _alpha_at(alpha, pos:float)->float:
 
 def _pct_train(learn)->float: return min(float(getattr(learn, 'pct_train', 0.)), 1.)
 
-def _plot_alpha(cb, n_points:int=101, ax=None):
-    "Plot the `alpha` that `cb` follows over a fit"
-    import matplotlib.pyplot as plt
-    pos = np.linspace(0, 1, n_points)
-    if ax is None: _, ax = plt.subplots(figsize=(4, 2.5))
-    ax.plot(pos, [cb.alpha_at(p) for p in pos])
-    ax.set_xlabel('fraction of training (pct_train)'); ax.set_ylabel('alpha'); ax.set_title(type(cb).__name__)
-    return ax
+class _FollowsAlpha:
+    "The methods of a callback whose `alpha` is a number or a schedule of `pct_train` (no state, no `__init__`)"
+    def alpha_at(self, pos:float)->float:
+        "`alpha` at the fraction `pos` of training"
+        return _alpha_at(self.alpha, pos)
+    def current_alpha(self)->float:
+        "The `alpha` of the current batch"
+        return self.alpha_at(_pct_train(self.learn))
+    def plot_schedule(self, n_points:int=101, ax=None):
+        "Plot the `alpha` this callback follows over a fit"
+        import matplotlib.pyplot as plt
+        pos = np.linspace(0, 1, n_points)
+        if ax is None: _, ax = plt.subplots(figsize=(4, 2.5))
+        ax.plot(pos, [self.alpha_at(p) for p in pos])
+        ax.set_xlabel('fraction of training (pct_train)'); ax.set_ylabel('alpha'); ax.set_title(type(self).__name__)
+        return ax
 
 def _check_module_list(model:nn.Module, module_list, who:str):
     "Refuse `module_list` entries that are not modules inside `model`"
@@ -223,7 +231,7 @@ class _SiteMixing(MixingCallback):
         return d
 
 # %% ../nbs/10_manifold.ipynb #eaec5474
-class ManifoldMixup(_SiteMixing):
+class ManifoldMixup(_FollowsAlpha, _SiteMixing):
     "Mix the inputs or the output of one hidden module per batch (https://arxiv.org/abs/1806.05236)"
     def __init__(self,
         alpha:float|callable=0.4, # Concentration of `Beta(alpha, alpha)`, or a schedule `f(pct_train)` such as `SchedCos(0., 0.6)`; below 1e-3 nothing is mixed
@@ -232,16 +240,6 @@ class ManifoldMixup(_SiteMixing):
         per_sample:bool=False, # One ratio per sample (earlier fastai package) instead of one per batch (paper)
         max_lam:bool=False, # Use `max(lam, 1-lam)` (earlier fastai package, fastai's `MixUp`); the paper does not
     ): _check_alpha(alpha, type(self).__name__); store_attr()
-
-    def alpha_at(self, pos:float)->float:
-        "`alpha` at the fraction `pos` of training"
-        return _alpha_at(self.alpha, pos)
-    def current_alpha(self)->float:
-        "The `alpha` of the current batch"
-        return self.alpha_at(_pct_train(self.learn))
-    def plot_schedule(self, n_points:int=101, ax=None):
-        "Plot the `alpha` this callback follows over a fit"
-        return _plot_alpha(self, n_points, ax)
 
     def _sample_lam(self)->Tensor:
         x = self.learn.xb[0]
@@ -270,23 +268,13 @@ def _is_regression_loss(loss_func)->bool:
     return isinstance(f, _REGRESSION_LOSSES) or f in _REGRESSION_FUNCS or f in (mse, mae)
 
 # %% ../nbs/10_manifold.ipynb #90b62e17
-class OutputMixup(MixingCallback):
+class OutputMixup(_FollowsAlpha, MixingCallback):
     "Mix the final logits of the model, for classification losses (softmax or sigmoid inside)"
     def __init__(self,
         alpha:float|callable=0.4, # Concentration of `Beta(alpha, alpha)`, or a schedule `f(pct_train)` such as `SchedCos(0., 0.6)`; below 1e-3 nothing is mixed
         per_sample:bool=False, # One ratio per sample instead of one per batch
         max_lam:bool=False, # Use `max(lam, 1-lam)`
     ): _check_alpha(alpha, type(self).__name__); store_attr()
-
-    def alpha_at(self, pos:float)->float:
-        "`alpha` at the fraction `pos` of training"
-        return _alpha_at(self.alpha, pos)
-    def current_alpha(self)->float:
-        "The `alpha` of the current batch"
-        return self.alpha_at(_pct_train(self.learn))
-    def plot_schedule(self, n_points:int=101, ax=None):
-        "Plot the `alpha` this callback follows over a fit"
-        return _plot_alpha(self, n_points, ax)
 
     def before_train(self):
         if _is_regression_loss(self.learn.loss_func): raise ValueError(
