@@ -154,9 +154,6 @@ def _check_module_list(model:nn.Module, module_list, who:str):
 class _SiteMixing(MixingCallback):
     "Draws one site per batch (the input or a hooked module) and mixes there; subclasses say how"
     _hook_handle,_hooked,_reported,sites = None,None,False,None
-    def current_alpha(self)->float:
-        "The `alpha` of the current batch"
-        return self.alpha
 
     def _input_ok(self)->bool: return all(torch.is_tensor(x) and x.is_floating_point() for x in self.learn.xb)
 
@@ -343,7 +340,7 @@ def _as_4d(h:Tensor)->Tensor:
     return h.flatten(1, h.ndim - 3)  # (B, C, D, H, W) -> (B, C*D, H, W)
 
 # %% ../nbs/10_manifold.ipynb #0212581f
-class PatchUp(_SiteMixing):
+class PatchUp(_FollowsAlpha, _SiteMixing):
     "Swap (hard) or interpolate (soft) DropBlock patches of one hidden layer per batch (https://arxiv.org/abs/2006.07794)"
     def __init__(self,
         patchup_type:str='hard', # 'hard' swaps the patches, 'soft' interpolates them
