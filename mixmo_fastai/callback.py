@@ -36,7 +36,9 @@ def _flat_loss(loss_func, pred, *yb):
     if type(loss_func).__call__ is not BaseLoss.__call__ or len(yb) != 1 or not (torch.is_tensor(pred) and torch.is_tensor(yb[0])):
         return loss_func(pred, *yb)
     lf = loss_func
-    inp, targ = (_plain(t).transpose(lf.axis, -1).contiguous() for t in (pred, yb[0]))
+    inp, targ = (_plain(t) for t in (pred, yb[0]))
+    if lf.axis != -1: inp, targ = inp.transpose(lf.axis, -1), targ.transpose(lf.axis, -1)
+    inp, targ = inp.contiguous(), targ.contiguous()
     if lf.floatify and targ.dtype != torch.float16: targ = targ.float()
     if targ.dtype in (torch.int8, torch.int16, torch.int32): targ = targ.long()
     if lf.flatten: inp = inp.view(-1, inp.shape[-1]) if lf.is_2d else inp.view(-1)

@@ -167,7 +167,9 @@ def to_soft(
 )->Tensor:
     "One-hot targets from integer labels; soft targets are returned as they are (in `dtype`)"
     if y.is_floating_point(): return y.to(dtype)
-    return F.one_hot(y.long(), n_classes).to(dtype)
+    # a scatter, not `F.one_hot`: one_hot reads the labels' range back to the host (a synchronisation on a GPU)
+    y = y.long()
+    return torch.zeros(*y.shape, n_classes, dtype=dtype, device=y.device).scatter_(-1, y.unsqueeze(-1), 1.)
 
 # %% ../nbs/00_mixing.ipynb #7b8dd792
 def mix_targets(

@@ -241,3 +241,40 @@ def test_ood_report_on_a_probs_ensemble():
     energy = ood_auroc(-free_energy(members).mean(1), -free_energy(ood_members).mean(1))
     assert tab.loc[('ensemble', 'energy'), 'auroc'] == pytest.approx(energy)
     assert abs(energy - 0.5) > 0.05  # not the constant energy of log-probabilities
+
+# ---------------------------------------------------------------------------------------------------- host reads
+class _CountReads(Callback):
+    "Counts, per training batch after the first, the operations that read a tensor back to the host (from `before_batch` to `after_loss`)"
+    order = -1000
+    _READS = ('_local_scalar_dense', 'aminmax', 'nonzero', 'is_nonzero', 'equal')
+    def __init__(self): self.counts,self.n,self.mode = [],0,None
+    def before_batch(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        if not self.training: return
+        self.n += 1
+        if self.n == 1: return
+        counts = collections.Counter()
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.overloadpacket.__name__ in _CountReads._READS: counts[func.overloadpacket.__name__] += 1
+                return func(*args, **(kwargs or {}))
+        self.counts.append(counts)
+        self.mode = _Mode(); self.mode.__enter__()
+    def _off(self):
+        if self.mode is not None: self.mode.__exit__(None, None, None)
+        self.mode = None
+    def after_loss(self): self._off()
+    def after_cancel_batch(self): self._off()
+    def after_fit(self): self._off()
+
+@pytest.mark.parametrize('cls', [CutMixMo, LinearMixMo, MIMO])
+def test_mixmo_reads_no_batch_tensor_back(cls):
+    "No host read of a batch tensor in a MixMo training batch (F.one_hot's label check was one); only the two coins drawn with torch's CPU generator"
+    set_seed(0)
+    count = _CountReads()
+    learn = _digits_learn(cls(), width=8)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=count)
+    count._off()
+    assert len(count.counts) >= 6
+    for c in count.counts:
+        assert set(c) <= {'_local_scalar_dense'} and c['_local_scalar_dense'] <= 2, c
