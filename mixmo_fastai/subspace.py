@@ -11,7 +11,7 @@ from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 from .callback import check_finite_batch, publish_member_logits
-from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv
+from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv, recreate_opt
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
@@ -380,7 +380,7 @@ class SubspaceCallback(Callback):
                 f"{type(self).__name__} must convert the model before `distrib_ctx` wraps it: "
                 "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
             self._convert()
-            if self.learn.opt is not None: self.learn.create_opt()
+            recreate_opt(self.learn)
         self.trained,self.bn_fresh = False,False
 
     def before_train(self):
