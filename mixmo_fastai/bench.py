@@ -63,9 +63,9 @@ def _subspace_cb(learn)->SubspaceCallback:
     if cb is None: raise BenchError("the learner has no subspace callback")
     return cb
 
-def _lines_at(*alphas):
+def _lines_at(*points):
     "Evaluation variant of a line subspace: one point, or the ensemble of several (BatchNorm statistics re-estimated, restored after)"
-    return lambda learn: _subspace_cb(learn).evaluating(*alphas)
+    return lambda learn: _subspace_cb(learn).evaluating(*points)
 
 METHODS = {
     'vanilla': Method("no mixing"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
+import functools
 from .callback import check_finite_batch, publish_member_logits
 from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv, recreate_opt
 
@@ -20,10 +21,25 @@ __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', '
            'SimplexSubspace']
 
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
+def _renamed_args(**renames):
+    "Let the decorated function take its parameters' old names too (`old='new'`), with a `DeprecationWarning`"
+    def _deco(f):
+        @functools.wraps(f)
+        def _f(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs: continue
+                if new in kwargs: raise TypeError(f"{f.__qualname__}: pass `{new}` only (`{old}` is its deprecated name)")
+                warn(f"`{old}` is deprecated in {f.__qualname__}: use `{new}`", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return f(*args, **kwargs)
+        return _f
+    return _deco
+
 class SubspaceLine:
-    "The segment between two endpoints: point `alpha` weighs them `(1-alpha, alpha)`"
+    "The segment between two endpoints: point `t` weighs them `(1-t, t)`"
     n_points = 2
-    def coeffs(self, alpha): return (1. - float(alpha), float(alpha))
+    @_renamed_args(alpha='t')
+    def coeffs(self, t): return (1. - float(t), float(t))
     def sample(self, n:int=1): return torch.rand(n).tolist()
     def __repr__(self): return f'{type(self).__name__}()'
 
@@ -172,7 +188,7 @@ def _space_of(model): return subspace_layers(model)[0].space
 
 def set_point(
     model:nn.Module, # A model converted by `to_subspace`
-    point=0., # `alpha` (line), `t` (curve) or the weights of the corners (simplex)
+    point=0., # `t` in [0, 1] (line, curve) or the weights of the corners (simplex)
     coeffs:tuple=None, # Or directly the weights of the control points
 ):
     "Put every subspace layer of `model` at the same point"
@@ -334,16 +350,17 @@ def _bn_states_at(model, dl, points)->list:
         states.append(bn_state(model))
     return states
 
+@_renamed_args(points='ensemble_points')
 def subspace_ensemble(
     model:nn.Module, # A model converted by `to_subspace`
     *xb, # Inputs
-    points=(0., 1.), # Points of the ensemble
+    ensemble_points=(0., 1.), # Points of the ensemble
     bn_states:list=None, # BatchNorm statistics of each point (`bn_state` after `update_bn`), if any
 )->tuple[Tensor, Tensor]:
     "Mean logits of the model at several points, and the logits of each point `(B, M, C)`; the model is left as it was"
     old = subspace_layers(model).attrgot('coeffs')
     saved = bn_state(model) if bn_states else None
-    try: outs = _logits_at(model, xb, points, bn_states)
+    try: outs = _logits_at(model, xb, ensemble_points, bn_states)
     finally:  # the model is left at its point and statistics, even when a forward pass raises
         if saved is not None: load_bn_state(model, saved)
         for l, c in zip(subspace_layers(model), old): l.coeffs = c
@@ -410,7 +427,7 @@ class SubspaceCallback(Callback):
         _check_reg_pairs(reg_pairs, self.space.n_points); shared_rule(shared)  # refused here, not when the Learner is created
 
     @property
-    def points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
+    def eval_points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
     def after_create(self): self._convert()
     def _convert(self):
         _check_one_subspace(self.learn, self)
@@ -438,26 +455,26 @@ class SubspaceCallback(Callback):
         "Put the layers at the evaluation point(s); when `bn_now`, re-estimate BatchNorm there first (once after training)"
         if bn_now and self.trained and self.bn_update and not self.bn_fresh: self.update_bn()
         self._to_member(0)
-    def _to_member(self, i): _put_at(self.learn.model, self.points, self.bn_states, i)
+    def _to_member(self, i): _put_at(self.learn.model, self.eval_points, self.bn_states, i)
     def after_pred(self):
-        if self.training or len(self.points) < 2: return
-        members = _members_at(self.learn.model, self.learn.xb, self.learn.pred, self.points, self.bn_states)
+        if self.training or len(self.eval_points) < 2: return
+        members = _members_at(self.learn.model, self.learn.xb, self.learn.pred, self.eval_points, self.bn_states)
         publish_member_logits(self.learn, members); self.learn.pred = members.mean(1)
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics at the evaluation point(s) over `dl` (default: the training data)"
-        states = _bn_states_at(self.learn.model, dl if dl is not None else _train_pass(self.learn.dls), self.points)
+        states = _bn_states_at(self.learn.model, dl if dl is not None else _train_pass(self.learn.dls), self.eval_points)
         self.bn_states,self.bn_fresh = (states if len(states) > 1 else None),True
         self._to_member(0)
     @contextmanager
     def evaluating(self,
-        *points, # One point to evaluate, or several to ensemble
+        *eval_points, # One point to evaluate, or several to ensemble
         bn_update:bool=True, # Re-estimate the BatchNorm statistics at the point(s) first
         dl=None, # Data for `update_bn` (default: the training data)
     ):
-        "Within this context, `validate`/`get_preds` evaluate at `points`; everything is restored after"
+        "Within this context, `validate`/`get_preds` evaluate at `eval_points`; everything is restored after"
         saved = (self.eval_point, self.ensemble_points, self.bn_states, bn_state(self.learn.model))
-        self.eval_point,self.ensemble_points,self.bn_states = points[0],(list(points) if len(points) > 1 else None),None
+        self.eval_point,self.ensemble_points,self.bn_states = eval_points[0],(list(eval_points) if len(eval_points) > 1 else None),None
         try:
             self.update_bn(dl) if bn_update else self._to_member(0)
             yield self
@@ -476,28 +493,30 @@ class SubspaceCallback(Callback):
 # %% ../nbs/30_subspace.ipynb #107375bd
 class LinesSubspace(SubspaceCallback):
     "Train a line of networks (Wortsman et al. 2021): evaluate its midpoint, or ensemble points of it"
+    @_renamed_args(eval_alpha='eval_point', ensemble_alphas='ensemble_points')
     def __init__(self,
         beta:float=1., # Weight of the cos^2 penalty between the endpoints
-        layerwise:bool=False, # Draw one alpha per layer instead of one for the whole network
-        eval_alpha:float=0.5, # Where `validate`/`get_preds` evaluate
-        ensemble_alphas:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
+        layerwise:bool=False, # Draw one point per layer instead of one for the whole network
+        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1] (formerly `eval_alpha`)
+        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_alphas`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         shared=None, # Layers kept off the line (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
-        super().__init__(SubspaceLine(), beta, layerwise, eval_alpha, ensemble_alphas, bn_update, shared=shared)
+        super().__init__(SubspaceLine(), beta, layerwise, eval_point, ensemble_points, bn_update, shared=shared)
 
 class CurvesSubspace(SubspaceCallback):
     "Train a quadratic Bezier curve of networks whose middle control point is trained too"
+    @_renamed_args(eval_t='eval_point', ensemble_ts='ensemble_points')
     def __init__(self,
         beta:float=1., # Weight of the cos^2 penalty between control points
-        layerwise:bool=False, # Draw one t per layer instead of one for the whole network
-        eval_t:float=0.5, # Where `validate`/`get_preds` evaluate
-        ensemble_ts:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
+        layerwise:bool=False, # Draw one point per layer instead of one for the whole network
+        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1] (formerly `eval_t`)
+        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_ts`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the curve (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
-        super().__init__(SubspaceBezier(), beta, layerwise, eval_t, ensemble_ts, bn_update, reg_pairs, shared)
+        super().__init__(SubspaceBezier(), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared)
 
 class SimplexSubspace(SubspaceCallback):
     "Train a simplex of networks with `n_points` corners; a point is drawn uniformly on it for each batch"
@@ -518,3 +537,10 @@ class SimplexSubspace(SubspaceCallback):
     def corners(n_points:int=3)->list:
         "The corners of the simplex, as points (for `ensemble_points`)"
         return torch.eye(n_points).tolist()
+
+# %% ../nbs/30_subspace.ipynb #17ccb5ec
+@patch(as_prop=True)
+def points(self:SubspaceCallback)->list:
+    "Deprecated: `eval_points`"
+    warn("SubspaceCallback.points is deprecated: use `eval_points` (a layer's `points` are its control points)", DeprecationWarning, stacklevel=2)
+    return self.eval_points
