@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
-from fastai.callback.core import _events
+from fastai.callback.core import event
 from .data import digits_dls, hard_digits_dls, digits_net, digits_ood_dl
 from .metrics import *
 from .callback import publish_member_logits
@@ -63,9 +63,9 @@ def _subspace_cb(learn)->SubspaceCallback:
     if cb is None: raise BenchError("the learner has no subspace callback")
     return cb
 
-def _lines_at(*alphas):
+def _lines_at(*points):
     "Evaluation variant of a line subspace: one point, or the ensemble of several (BatchNorm statistics re-estimated, restored after)"
-    return lambda learn: _subspace_cb(learn).evaluating(*alphas)
+    return lambda learn: _subspace_cb(learn).evaluating(*points)
 
 METHODS = {
     'vanilla': Method("no mixing"),
@@ -297,6 +297,8 @@ def interleaved_medians(
     return {k: statistics.median(v) for k, v in times.items()}
 
 # %% ../nbs/45_bench.ipynb #936dc5df
+_EVENTS = [e for e in vars(event) if not e.startswith('_')]  # fastai's event names: the fields of its public `event`
+
 class _OwnClock:
     "Time spent in the events of `cbs`, and in the forward hooks they register, since the last `reset`"
     def __init__(self, cbs): self.cbs,self.total,self.inside = list(cbs),0.,False
@@ -321,7 +323,7 @@ class _OwnClock:
 
     def __enter__(self):
         for cb in self.cbs:
-            for ev in _events:
+            for ev in _EVENTS:
                 # only the events the callback's class handles (instance attributes shadow the bound methods)
                 if getattr(type(cb), ev, None) is not None: cb.__dict__[ev] = self._timed(getattr(cb, ev))
         self._saved = nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook
@@ -332,7 +334,7 @@ class _OwnClock:
     def __exit__(self, *exc):
         nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook = self._saved
         for cb in self.cbs:
-            for ev in _events: cb.__dict__.pop(ev, None)
+            for ev in _EVENTS: cb.__dict__.pop(ev, None)
 
 class _TicCost(_Tic):
     "`_Tic` that also restarts the count of the callbacks' own time"

@@ -10,8 +10,9 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
+import functools
 from .callback import check_finite_batch, publish_member_logits
-from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv
+from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv, recreate_opt
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
@@ -20,10 +21,25 @@ __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', '
            'SimplexSubspace']
 
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
+def _renamed_args(**renames):
+    "Let the decorated function take its parameters' old names too (`old='new'`), with a `DeprecationWarning`"
+    def _deco(f):
+        @functools.wraps(f)
+        def _f(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs: continue
+                if new in kwargs: raise TypeError(f"{f.__qualname__}: pass `{new}` only (`{old}` is its deprecated name)")
+                warn(f"`{old}` is deprecated in {f.__qualname__}: use `{new}`", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return f(*args, **kwargs)
+        return _f
+    return _deco
+
 class SubspaceLine:
-    "The segment between two endpoints: point `alpha` weighs them `(1-alpha, alpha)`"
+    "The segment between two endpoints: point `t` weighs them `(1-t, t)`"
     n_points = 2
-    def coeffs(self, alpha): return (1. - float(alpha), float(alpha))
+    @_renamed_args(alpha='t')
+    def coeffs(self, t): return (1. - float(t), float(t))
     def sample(self, n:int=1): return torch.rand(n).tolist()
     def __repr__(self): return f'{type(self).__name__}()'
 
@@ -172,7 +188,7 @@ def _space_of(model): return subspace_layers(model)[0].space
 
 def set_point(
     model:nn.Module, # A model converted by `to_subspace`
-    point=0., # `alpha` (line), `t` (curve) or the weights of the corners (simplex)
+    point=0., # `t` in [0, 1] (line, curve) or the weights of the corners (simplex)
     coeffs:tuple=None, # Or directly the weights of the control points
 ):
     "Put every subspace layer of `model` at the same point"
@@ -305,21 +321,46 @@ def collapse_subspace(
     return res
 
 # %% ../nbs/30_subspace.ipynb #1d448c22
+def _put_at(model, points, bn_states, i:int=0):
+    "Put `model` at `points[i]`, with its BatchNorm statistics `bn_states[i]` if there are any"
+    if bn_states: load_bn_state(model, bn_states[i])
+    set_point(model, points[i])
+
+def _logits_at(model, xb, points, bn_states=None)->list:
+    "The outputs of `model` on `xb` at each of `points` (with `bn_states[i]` at point `i`, if given); the model stays at the last"
+    outs = []
+    for i in range(len(points)):
+        _put_at(model, points, bn_states, i)
+        outs.append(model(*xb))
+    return outs
+
+def _members_at(model, xb, pred, points, bn_states=None)->Tensor:
+    "`(B, M, C)` logits at `points`: `pred` (the model's at `points[0]`), then the model's at the others; it goes back to `points[0]`"
+    if not isinstance(pred, Tensor): raise TypeError(
+        "Ensembling subspace points averages the model's output: it must be one tensor of logits")
+    others = _logits_at(model, xb, points[1:], bn_states and bn_states[1:])
+    _put_at(model, points, bn_states)
+    return torch.stack([pred, *others], 1)
+
+def _bn_states_at(model, dl, points)->list:
+    "BatchNorm statistics re-estimated over `dl` at each of `points` (`update_bn`, then `bn_state`); the model stays at the last"
+    states = []
+    for p in points:
+        update_bn(model, dl, p)
+        states.append(bn_state(model))
+    return states
+
+@_renamed_args(points='ensemble_points')
 def subspace_ensemble(
     model:nn.Module, # A model converted by `to_subspace`
     *xb, # Inputs
-    points=(0., 1.), # Points of the ensemble
+    ensemble_points=(0., 1.), # Points of the ensemble
     bn_states:list=None, # BatchNorm statistics of each point (`bn_state` after `update_bn`), if any
 )->tuple[Tensor, Tensor]:
     "Mean logits of the model at several points, and the logits of each point `(B, M, C)`; the model is left as it was"
     old = subspace_layers(model).attrgot('coeffs')
     saved = bn_state(model) if bn_states else None
-    outs = []
-    try:
-        for i, p in enumerate(points):
-            if bn_states: load_bn_state(model, bn_states[i])
-            set_point(model, p)
-            outs.append(model(*xb))
+    try: outs = _logits_at(model, xb, ensemble_points, bn_states)
     finally:  # the model is left at its point and statistics, even when a forward pass raises
         if saved is not None: load_bn_state(model, saved)
         for l, c in zip(subspace_layers(model), old): l.coeffs = c
@@ -333,6 +374,40 @@ def _check_reg_pairs(reg_pairs, n:int):
         is_listy(p) and len(p) == 2 and all(isinstance(k, int) and 0 <= k < n for k in p) and p[0] != p[1] for p in reg_pairs)
     if not ok: raise ValueError(f"reg_pairs must be 'random' (one random pair of control points per step, as the official "
         f"code), 'all' (every pair) or a list of pairs of distinct control points 0..{n-1} such as [(0, 1)]; got {reg_pairs!r}")
+
+def _step_pairs(reg_pairs, n:int):
+    "The pairs of control points penalised at one step: one drawn at random, every pair (`None`), or the fixed ones"
+    if reg_pairs == 'random': return [_random_pair(n)]
+    return None if reg_pairs == 'all' else reg_pairs
+
+def _check_one_subspace(learn, cb):
+    "Refuse a second subspace callback, and layers that another callback converted inside the subspace layers"
+    me = type(cb).__name__
+    other = first(c for c in learn.cbs if isinstance(c, SubspaceCallback) and c is not cb)
+    if other is not None: raise ValueError(f"{me} and {type(other).__name__} would make a subspace of the same "
+                                           "layers: use one subspace callback")
+    foreign = first(l for l in subspace_layers(learn.model) if not convertible(l.layer))
+    if foreign is not None:
+        others = [type(c).__name__ for c in learn.cbs if type(c).__module__.startswith('mixmo_fastai') and c is not cb]
+        raise ValueError(f"{me}: a layer inside the subspace was replaced by {type(foreign.layer).__name__}, by a "
+            f"callback that converted the model after {me} ({', '.join(others)}): put {me} after it in `cbs` "
+            "so that the subspace is made last")
+
+def _check_unwrapped(learn, who:str):
+    "A model converted in `before_fit` must not be wrapped yet: the wrapper would not know the new parameters"
+    if num_distrib() > 1 or unwrap_model(learn.model) is not learn.model: raise RuntimeError(
+        f"{who} must convert the model before `distrib_ctx` wraps it: "
+        "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
+
+def _warn_depthwise(model, who:str, n_epoch:int)->bool:
+    "Warn that a short fit barely trains a subspace of a network with depthwise convolutions (measured numbers); whether it warned"
+    if n_epoch >= 20 or not depthwise_convs(model): return False
+    warn(f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
+         f"{n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
+         "seeds 0-2), the line reached 0.364 at its midpoint and 0.603 as the ensemble of its ends (0.478 and "
+         "0.674 with shared='depthwise', which keeps those convolutions off the line), against plain "
+         "training's 0.921: it barely trains at short budgets on these networks. Train for longer, or use MIMO()")
+    return True
 
 class SubspaceCallback(Callback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
@@ -349,160 +424,99 @@ class SubspaceCallback(Callback):
     ):
         store_attr()
         self.space,self.bn_states = ifnone(space, SubspaceLine()),None
-        _check_reg_pairs(reg_pairs, self.space.n_points)
-        shared_rule(shared)  # refused here rather than when the Learner is created
+        _check_reg_pairs(reg_pairs, self.space.n_points); shared_rule(shared)  # refused here, not when the Learner is created
 
     @property
-    def points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
-
+    def eval_points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
     def after_create(self): self._convert()
     def _convert(self):
-        self._check_alone()
+        _check_one_subspace(self.learn, self)
         if not subspace_layers(self.learn.model): self.learn.model = to_subspace(self.learn.model, self.space, self.shared)
-
-    def _check_alone(self):
-        "Refuse a second subspace callback, and layers that another callback converted inside the subspace layers"
-        me = type(self).__name__
-        other = first(c for c in self.learn.cbs if isinstance(c, SubspaceCallback) and c is not self)
-        if other is not None: raise ValueError(f"{me} and {type(other).__name__} would make a subspace of the same "
-                                               "layers: use one subspace callback")
-        foreign = first(l for l in subspace_layers(self.learn.model) if not convertible(l.layer))
-        if foreign is not None:
-            others = [type(c).__name__ for c in self.learn.cbs if type(c).__module__.startswith('mixmo_fastai') and c is not self]
-            raise ValueError(f"{me}: a layer inside the subspace was replaced by {type(foreign.layer).__name__}, by a "
-                f"callback that converted the model after {me} ({', '.join(others)}): put {me} after it in `cbs` "
-                "so that the subspace is made last")
-
     def before_fit(self):
-        self._check_alone()
-        if not subspace_layers(self.learn.model):
-            if num_distrib() > 1 or unwrap_model(self.learn.model) is not self.learn.model: raise RuntimeError(
-                f"{type(self).__name__} must convert the model before `distrib_ctx` wraps it: "
-                "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
-            self._convert()
-            if self.learn.opt is not None: self.learn.create_opt()
+        _check_one_subspace(self.learn, self)
+        if not subspace_layers(self.learn.model):  # added to `fit`: convert now, and give the optimizer the new parameters
+            _check_unwrapped(self.learn, type(self).__name__); self._convert(); recreate_opt(self.learn)
         self.trained,self.bn_fresh = False,False
 
     def before_train(self):
-        self.trained = True
-        self._layers = subspace_layers(self.learn.model)  # once per epoch, not per batch
-        if not self._warned and self.n_epoch < 20 and not in_lr_find(self.learn) \
-           and depthwise_convs(self.learn.model):
-            self._warned = True
-            warn(f"{type(self).__name__} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
-                 f"{self.n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(6, 1e-2), "
-                 "seeds 0-2), the line reached 0.364 at its midpoint and 0.603 as the ensemble of its ends (0.478 and "
-                 "0.674 with shared='depthwise', which keeps those convolutions off the line), against plain "
-                 "training's 0.921: it barely trains at short budgets on these networks. Train for longer, or use MIMO()")
+        self.trained,self._layers = True,subspace_layers(self.learn.model)  # found once per epoch, not per batch
+        if not (self._warned or in_lr_find(self.learn)): self._warned = _warn_depthwise(self.learn.model, type(self).__name__, self.n_epoch)
     def before_batch(self):
         publish_member_logits(self.learn, None)
-        if self.training:
-            check_finite_batch(self.learn.xb, type(self).__name__)
-            _sample_layers(self._layers, self.layerwise)
-
+        if self.training: check_finite_batch(self.learn.xb, type(self).__name__); _sample_layers(self._layers, self.layerwise)
     def after_loss(self):
         if not self.training or not self.beta or not len(self.learn.yb): return
-        self.reg = self.beta * _cos2(self._layers, self._reg_pairs())
-        self.learn.loss_grad = self.learn.loss_grad + self.reg
-        self.learn.loss = self.learn.loss + self.reg.detach()
+        self.reg = self.beta * _cos2(self._layers, _step_pairs(self.reg_pairs, self.space.n_points))
+        self.learn.loss_grad,self.learn.loss = self.learn.loss_grad + self.reg,self.learn.loss + self.reg.detach()
 
-    def _reg_pairs(self):
-        "The pairs of control points penalised at this step"
-        if self.reg_pairs == 'random': return [_random_pair(self.space.n_points)]
-        return None if self.reg_pairs == 'all' else self.reg_pairs
-
-    def before_validate(self):
-        if self.trained and self.bn_update and not self.bn_fresh and self.epoch == self.n_epoch-1: self.update_bn()
+    def before_validate(self): self._settle(self.epoch == self.n_epoch-1)
+    def after_fit(self): self._layers = None; self._settle(not in_lr_find(self.learn))  # `_layers`: not kept in an exported learner
+    def _settle(self, bn_now:bool):
+        "Put the layers at the evaluation point(s); when `bn_now`, re-estimate BatchNorm there first (once after training)"
+        if bn_now and self.trained and self.bn_update and not self.bn_fresh: self.update_bn()
         self._to_member(0)
-
-    def after_fit(self):
-        self._layers = None  # not kept in an exported learner
-        if self.trained and self.bn_update and not self.bn_fresh and not in_lr_find(self.learn): self.update_bn()
-        self._to_member(0)
-
-    def _to_member(self, i):
-        if self.bn_states: load_bn_state(self.learn.model, self.bn_states[i])
-        set_point(self.learn.model, self.points[i])
-
+    def _to_member(self, i): _put_at(self.learn.model, self.eval_points, self.bn_states, i)
     def after_pred(self):
-        if self.training or len(self.points) < 2: return
-        if not isinstance(self.learn.pred, Tensor): raise TypeError(
-            "Ensembling subspace points averages the model's output: it must be one tensor of logits")
-        outs = [self.learn.pred]
-        for i in range(1, len(self.points)):
-            self._to_member(i)
-            outs.append(self.learn.model(*self.learn.xb))
-        self._to_member(0)
-        members = torch.stack(outs, 1)
-        publish_member_logits(self.learn, members)
-        self.learn.pred = members.mean(1)
+        if self.training or len(self.eval_points) < 2: return
+        members = _members_at(self.learn.model, self.learn.xb, self.learn.pred, self.eval_points, self.bn_states)
+        publish_member_logits(self.learn, members); self.learn.pred = members.mean(1)
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics at the evaluation point(s) over `dl` (default: the training data)"
-        dl,model = (dl if dl is not None else _train_pass(self.learn.dls)),self.learn.model
-        states = []
-        for p in self.points:
-            update_bn(model, dl, p)
-            states.append(bn_state(model))
+        states = _bn_states_at(self.learn.model, dl if dl is not None else _train_pass(self.learn.dls), self.eval_points)
         self.bn_states,self.bn_fresh = (states if len(states) > 1 else None),True
         self._to_member(0)
-
     @contextmanager
     def evaluating(self,
-        *points, # One point to evaluate, or several to ensemble
+        *eval_points, # One point to evaluate, or several to ensemble
         bn_update:bool=True, # Re-estimate the BatchNorm statistics at the point(s) first
         dl=None, # Data for `update_bn` (default: the training data)
     ):
-        "Within this context, `validate`/`get_preds` evaluate at `points`; everything is restored after"
-        model = self.learn.model
-        saved = (self.eval_point, self.ensemble_points, self.bn_states, bn_state(model))
-        self.eval_point,self.ensemble_points = points[0],(list(points) if len(points) > 1 else None)
-        self.bn_states = None
+        "Within this context, `validate`/`get_preds` evaluate at `eval_points`; everything is restored after"
+        saved = (self.eval_point, self.ensemble_points, self.bn_states, bn_state(self.learn.model))
+        self.eval_point,self.ensemble_points,self.bn_states = eval_points[0],(list(eval_points) if len(eval_points) > 1 else None),None
         try:
-            if bn_update: self.update_bn(dl)
-            else: self._to_member(0)
+            self.update_bn(dl) if bn_update else self._to_member(0)
             yield self
         finally:
             self.eval_point,self.ensemble_points,self.bn_states,bn = saved
-            load_bn_state(model, bn)
-            self._to_member(0)
-
+            load_bn_state(self.learn.model, bn); self._to_member(0)
     def collapse(self,
         point=None, # Point to extract (default: the evaluation point)
         bn_update:bool=True, # Re-estimate the BatchNorm statistics at that point first
         dl=None, # Data for `update_bn` (default: the training data)
     )->nn.Module:
         "A plain model (original layer classes) equal to the subspace model at `point`"
-        model = self.learn.model
-        model = unwrap_model(model)
-        with self.evaluating(ifnone(point, self.eval_point), bn_update=bn_update, dl=dl):
-            return collapse_subspace(model)
+        model = unwrap_model(self.learn.model)
+        with self.evaluating(ifnone(point, self.eval_point), bn_update=bn_update, dl=dl): return collapse_subspace(model)
 
 # %% ../nbs/30_subspace.ipynb #107375bd
 class LinesSubspace(SubspaceCallback):
     "Train a line of networks (Wortsman et al. 2021): evaluate its midpoint, or ensemble points of it"
+    @_renamed_args(eval_alpha='eval_point', ensemble_alphas='ensemble_points')
     def __init__(self,
         beta:float=1., # Weight of the cos^2 penalty between the endpoints
-        layerwise:bool=False, # Draw one alpha per layer instead of one for the whole network
-        eval_alpha:float=0.5, # Where `validate`/`get_preds` evaluate
-        ensemble_alphas:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
+        layerwise:bool=False, # Draw one point per layer instead of one for the whole network
+        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1] (formerly `eval_alpha`)
+        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_alphas`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         shared=None, # Layers kept off the line (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
-        super().__init__(SubspaceLine(), beta, layerwise, eval_alpha, ensemble_alphas, bn_update, shared=shared)
+        super().__init__(SubspaceLine(), beta, layerwise, eval_point, ensemble_points, bn_update, shared=shared)
 
 class CurvesSubspace(SubspaceCallback):
     "Train a quadratic Bezier curve of networks whose middle control point is trained too"
+    @_renamed_args(eval_t='eval_point', ensemble_ts='ensemble_points')
     def __init__(self,
         beta:float=1., # Weight of the cos^2 penalty between control points
-        layerwise:bool=False, # Draw one t per layer instead of one for the whole network
-        eval_t:float=0.5, # Where `validate`/`get_preds` evaluate
-        ensemble_ts:list=None, # Evaluate the mean logits of these points instead (e.g. `[0., 1.]`)
+        layerwise:bool=False, # Draw one point per layer instead of one for the whole network
+        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1] (formerly `eval_t`)
+        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_ts`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the curve (one copy for every point): None, 'depthwise' or a function module -> bool
     ):
-        super().__init__(SubspaceBezier(), beta, layerwise, eval_t, ensemble_ts, bn_update, reg_pairs, shared)
+        super().__init__(SubspaceBezier(), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared)
 
 class SimplexSubspace(SubspaceCallback):
     "Train a simplex of networks with `n_points` corners; a point is drawn uniformly on it for each batch"
@@ -523,3 +537,10 @@ class SimplexSubspace(SubspaceCallback):
     def corners(n_points:int=3)->list:
         "The corners of the simplex, as points (for `ensemble_points`)"
         return torch.eye(n_points).tolist()
+
+# %% ../nbs/30_subspace.ipynb #17ccb5ec
+@patch(as_prop=True)
+def points(self:SubspaceCallback)->list:
+    "Deprecated: `eval_points`"
+    warn("SubspaceCallback.points is deprecated: use `eval_points` (a layer's `points` are its control points)", DeprecationWarning, stacklevel=2)
+    return self.eval_points

@@ -1,4 +1,4 @@
-"""What the callbacks do to a model, written once: reach inside a DDP/Accelerate wrapper, tell `lr_find` from a fit, find convolutions, make a fresh copy of a layer, replace a module by its name.
+"""What the callbacks do to a model, written once: reach inside a DDP/Accelerate wrapper, tell `lr_find` from a fit, find convolutions, make a fresh copy of a layer, replace a module by its name, re-create the optimizer after a conversion.
 
 Docs: https://mixmo-fastai.github.io/mixmo_fastai/surgery.html.md"""
 
@@ -11,7 +11,8 @@ from fastai.basics import *
 from fastai.callback.schedule import LRFinder
 
 # %% auto #0
-__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'set_module', 'fresh_copy']
+__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'set_module', 'fresh_copy',
+           'recreate_opt']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -58,3 +59,11 @@ def fresh_copy(m:nn.Module)->nn.Module:
                 if p_old.std() == 0: p.copy_(p_old)
                 else: p.mul_(p_old.std() / p.std())
     return new
+
+# %% ../nbs/00a_surgery.ipynb #2583e5ec
+def recreate_opt(learn:Learner):
+    "A new optimizer for `learn.model`'s parameters, with the old one's hyper-parameters (none yet: nothing to do)"
+    if learn.opt is None: return  # `fit` creates it, from the converted model
+    hypers = learn.opt.hypers
+    learn.create_opt()
+    for k in hypers[0]: learn.opt.set_hyper(k, [h[k] for h in hypers][:len(learn.opt.hypers)])

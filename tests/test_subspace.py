@@ -27,7 +27,7 @@ def test_pretrained_model_is_endpoint_zero(dls):
 def test_export_load_learner_and_save_load(dls, tmp_path):
     set_seed(0)
     learn = _fit(Learner(dls, digits_net(16), loss_func=CrossEntropyLossFlat(), metrics=accuracy,
-                         cbs=LinesSubspace(ensemble_alphas=[0., 1.]), path=tmp_path), 3, 3e-2)
+                         cbs=LinesSubspace(ensemble_points=[0., 1.]), path=tmp_path), 3, 3e-2)
     preds, targs = _preds(learn)
     assert accuracy(preds, targs) > 0.6
     learn.export('sub.pkl')
@@ -62,7 +62,7 @@ def test_member_logits_contract(dls):
         order = 50
         def after_pred(self): seen.append((self.training, None if self.learn.member_logits is None else self.learn.member_logits.shape))
     set_seed(0)
-    learn = Learner(dls, digits_net(8), loss_func=CrossEntropyLossFlat(), cbs=[LinesSubspace(ensemble_alphas=[0., .5, 1.]), Spy()])
+    learn = Learner(dls, digits_net(8), loss_func=CrossEntropyLossFlat(), cbs=[LinesSubspace(ensemble_points=[0., .5, 1.]), Spy()])
     _fit(learn, 1, 1e-2)
     assert {s for s in seen if s[0]} == {(True, None)}
     assert {s[1][1:] for s in seen if not s[0]} == {(3, 10)}
