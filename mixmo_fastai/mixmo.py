@@ -11,7 +11,7 @@ from fastai.basics import *
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
-from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, set_module
+from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, set_module, recreate_opt
 # MixMo's tensor functions live in `mixing`; `from mixmo_fastai.mixmo import *` still gives them
 _all_ = ['mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits',
          'seen_fraction', 'member_permutations', 'member_input_mix', 'member_views']
@@ -259,17 +259,31 @@ def _warn_measured_loss(cb)->bool:
     if msg: warn(msg)
     return bool(msg)
 
+def _convert(cb, reset_opt=False):
+    "Convert `cb.learn.model` for MixMo callback `cb`; when an optimizer exists already (callback added after the `Learner`), re-create it"
+    # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
+    cb._orig = mixmo_convert(cb.learn.model, cb.n_members, cb.encoder, cb.head, cb.ensemble, cb.encoder_norm)
+    if reset_opt: recreate_opt(cb.learn)
+
+def _unconvert(cb):
+    "Put back what `_convert` replaced (before any training step only)"
+    if not getattr(cb, '_orig', None): return
+    mixmo_unconvert(cb.learn.model, cb._orig)
+    cb._orig,cb.encoders,cb.heads,cb._shapes = None,None,None,{}
+    cb.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
+
+def _batch_masks(cb, x):
+    "The masks of MixMo callback `cb`'s batch at the encoders' resolution, with the box probability of this point of training"
+    spatial = _output_shape(cb.encoders.layers[0], x, cb._shapes)
+    _check_box_fits(type(cb).__name__, cb.box_prob, spatial)
+    return sample_mixmo_masks(x.shape[0], cb.n_members, spatial, cb.alpha,
+                              mixmo_box_prob(cb.box_prob, cb.pct_train, cb.decay_start), x.device)
+
 def _loader_batch(learn)->tuple:
     "Inputs and targets as the current loader made them (a MixMo loader has one input per member)"
     b = (*learn.xb, *learn.yb)
     n = getattr(learn.dl, 'n_inp', len(learn.xb))
     return b[:n], b[n:]
-
-def _recreate_opt(learn):
-    "A new optimizer for the converted model's parameters, with the old one's hyper-parameters"
-    hypers = learn.opt.hypers
-    learn.create_opt()
-    for k in hypers[0]: learn.opt.set_hyper(k, [h[k] for h in hypers][:len(learn.opt.hypers)])
 
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
 class MixMo(MixingCallback):
@@ -296,11 +310,11 @@ class MixMo(MixingCallback):
 
     def after_create(self):
         "Convert the model when the `Learner` is created (so that its optimizer sees the new parameters), after the checks"
-        _check_learner(self.learn, self.n_members); self._convert()
+        _check_learner(self.learn, self.n_members); _convert(self)
     def before_fit(self):
         try: super().before_fit(); _check_learner(self.learn, self.n_members)
-        except Exception: self._unconvert(); raise
-        if mixmo_parts(self.learn.model)[0] is None: self._convert(reset_opt=True)
+        except Exception: _unconvert(self); raise
+        if mixmo_parts(self.learn.model)[0] is None: _convert(self, reset_opt=True)
         self.encoders,self.heads = mixmo_parts(self.learn.model)
     def before_train(self):
         super().before_train()
@@ -315,8 +329,8 @@ class MixMo(MixingCallback):
             return
         try:
             inputs, targets = member_inputs(xs, ys, self.n_members, self.keep_frac)
-            masks, ratios = self._masks(inputs[0])
-        except ValueError: self._unconvert(); raise  # a refused (first) batch: the model goes back to what it was
+            masks, ratios = _batch_masks(self, inputs[0])
+        except ValueError: _unconvert(self); raise  # a refused (first) batch: the model goes back to what it was
         soft = [to_soft(y, self.heads.n_out) for y in targets]
         if self.input_mix: inputs, soft = member_input_mix(inputs, soft, masks, self.input_mix, self.input_mix_prob, self.input_mix_alpha)
         self.encoders.state.masks = masks
@@ -326,12 +340,6 @@ class MixMo(MixingCallback):
         self.learn.yb = tuple(_like(t, ys[0]) for t in targets)
         self.mixed,self.last_mix = True,MixRecord(ratios, None, self.encoders, masks)
 
-    def _masks(self, x):
-        "The batch's masks at the encoders' resolution, with the box probability of this point of training"
-        spatial = _output_shape(self.encoders.layers[0], x, self._shapes)
-        _check_box_fits(type(self).__name__, self.box_prob, spatial)
-        return sample_mixmo_masks(x.shape[0], self.n_members, spatial, self.alpha,
-                                  mixmo_box_prob(self.box_prob, self.pct_train, self.decay_start), x.device)
 
     def after_pred(self):
         "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
@@ -357,17 +365,6 @@ class MixMo(MixingCallback):
         self.targets = self.weights = self.member_pred = None
         if getattr(self, 'encoders', None) is not None: self.encoders.state.masks = None
 
-    def _convert(self, reset_opt=False):
-        "Convert the model; when an optimizer exists already (callback added after the `Learner`), re-create it"
-        # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
-        self._orig = mixmo_convert(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm)
-        if reset_opt and self.learn.opt is not None: _recreate_opt(self.learn)
-    def _unconvert(self):
-        "Put back what `_convert` replaced (before any training step only)"
-        if not getattr(self, '_orig', None): return
-        mixmo_unconvert(self.learn.model, self._orig)
-        self._orig,self.encoders,self.heads,self._shapes = None,None,None,{}
-        self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
 
 # %% ../nbs/20_mixmo.ipynb #2004cfcb
 @delegates(MixMo)
