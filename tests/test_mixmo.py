@@ -278,3 +278,38 @@ def test_mixmo_reads_no_batch_tensor_back(cls):
     assert len(count.counts) >= 6
     for c in count.counts:
         assert set(c) <= {'_local_scalar_dense'} and c['_local_scalar_dense'] <= 2, c
+
+# ---------------------------------------------------------------------------------------------------- EfficientNet's blocks (issue 15)
+class _SmallEfficientNet(nn.Module):
+    "timm's EfficientNet parts at a small size: conv_stem -> BatchNormAct2d(SiLU) -> depthwise-separable and inverted-residual blocks with squeeze-excitation"
+    def __init__(self, w=8):
+        super().__init__()
+        from timm.layers import BatchNormAct2d
+        from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual, SqueezeExcite
+        se = partial(SqueezeExcite, rd_ratio=0.25)
+        self.conv_stem, self.bn1 = nn.Conv2d(1, w, 3, padding=1, bias=False), BatchNormAct2d(w, act_layer=nn.SiLU)
+        self.blocks = nn.Sequential(DepthwiseSeparableConv(w, w, act_layer=nn.SiLU),
+            *[InvertedResidual(w if i == 0 else 2*w, 2*w, stride=2, exp_ratio=4, act_layer=nn.SiLU, se_layer=se) for i in range(3)])
+        self.pool, self.classifier = nn.AdaptiveAvgPool2d(1), nn.Linear(2*w, 10)
+    def forward(self, x): return self.classifier(self.pool(self.blocks(self.bn1(self.conv_stem(x)))).flatten(1))
+
+def _fit_small_efficientnet(cb, seed=0):
+    set_seed(seed, reproducible=True)
+    learn = Learner(digits_dls(bs=64), _SmallEfficientNet(), metrics=accuracy, cbs=[cb] if cb is not None else [])
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the short-budget warnings on depthwise networks (tested in the notebooks)
+        learn.fit_one_cycle(4, 1e-2)
+    return float(learn.validate()[1])
+
+@pytest.fixture(scope='module')
+def plain_small_efficientnet(): return _fit_small_efficientnet(None)
+
+@pytest.mark.parametrize('cb', [CutMixMo, LinearMixMo, MIMO, LinesSubspace])
+def test_small_efficientnet_trains(cb, plain_small_efficientnet):
+    "On timm's EfficientNet blocks (fused BatchNormAct2d stem, depthwise convolutions, squeeze-excitation), every one-network ensemble reaches 80% of plain training's accuracy"
+    # measured (4 epochs, seed 0): plain 0.992, CutMixMo 0.978, LinearMixMo 0.978, MIMO 0.989, the line's midpoint 0.955;
+    # a conversion that trains to chance falls far below. (The full efficientnet_b0 is a budget matter, see issue 15's
+    # note: this small one keeps the block types, not the depth)
+    acc = _fit_small_efficientnet(cb())
+    assert plain_small_efficientnet > 0.9, plain_small_efficientnet
+    assert acc >= 0.8 * plain_small_efficientnet, (acc, plain_small_efficientnet)
