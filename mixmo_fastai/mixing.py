@@ -48,7 +48,10 @@ def sample_lam(
     device=None
 )->Tensor:
     "Ratio of the first of two inputs, `lam ~ Beta(alpha, alpha)`"
-    return sample_ratios(alpha, 2, size, device)[..., 0]
+    if alpha is None or alpha <= 0: return sample_ratios(alpha, 2, size, device)[..., 0]
+    # the first column of `sample_ratios`, without building the second (the same draw)
+    size = (size,) if isinstance(size, int) else tuple(size)
+    return _ratio_law(float(alpha), 2, torch.device(device) if device is not None else None).sample(size)
 
 # %% ../nbs/00_mixing.ipynb #c2386b7b
 def _as_batch(lam, device=None)->Tensor:
