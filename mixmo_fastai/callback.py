@@ -32,7 +32,7 @@ def _n_classes(pred:Tensor, loss_func)->int:
 def _flat_loss(loss_func, pred, *yb):
     "`loss_func(pred, *yb)`; a fastai flattened loss is computed on plain tensors: the same numbers, without fastai's tensor-class dispatch on every operation"
     # what `BaseLoss.__call__` does, step for step (its own subclasses that change the call are left to it); on a
-    # batch of 64 this makes the two losses of a mixed batch about 4x cheaper, forward and backward
+    # batch of 64 this makes the two losses of a mixed batch about 3.5x cheaper, forward and backward (0.98 -> 0.28 ms)
     if type(loss_func).__call__ is not BaseLoss.__call__ or len(yb) != 1 or not (torch.is_tensor(pred) and torch.is_tensor(yb[0])):
         return loss_func(pred, *yb)
     lf = loss_func

@@ -25,6 +25,12 @@ def _ratio_law(alpha:float, n_inputs:int, device)->Distribution:
     conc = torch.full((n_inputs,), float(alpha), device=device)
     return Beta(conc[0], conc[1], validate_args=False) if n_inputs == 2 else Dirichlet(conc, validate_args=False)
 
+def _draw(alpha:float, n_inputs:int, size:tuple, device)->Tensor:
+    "One draw of `_ratio_law`: the first ratio, shape `size`, for 2 inputs (Beta); all of them, `(*size, n_inputs)`, for more"
+    return _ratio_law(float(alpha), n_inputs, torch.device(device) if device is not None else None).sample(size)
+
+def _as_size(size:int|tuple)->tuple: return (size,) if isinstance(size, int) else tuple(size)
+
 def sample_ratios(
     alpha:float, # Concentration of the Beta/Dirichlet law; `alpha <= 0` gives equal ratios
     n_inputs:int=2, # Number of inputs mixed together (M)
@@ -33,13 +39,10 @@ def sample_ratios(
 )->Tensor:
     "Ratios of shape `(*size, n_inputs)` that sum to one: Beta (2 inputs) or Dirichlet (more)"
     if n_inputs < 1: raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
-    size = (size,) if isinstance(size, int) else tuple(size)
+    size = _as_size(size)
     if alpha is None or alpha <= 0: return torch.full((*size, n_inputs), 1/n_inputs, device=device)
-    law = _ratio_law(float(alpha), n_inputs, torch.device(device) if device is not None else None)
-    if n_inputs == 2:
-        lam = law.sample(size)
-        return torch.stack([lam, 1-lam], -1)
-    return law.sample(size)
+    draw = _draw(alpha, n_inputs, size, device)
+    return torch.stack([draw, 1-draw], -1) if n_inputs == 2 else draw
 
 # %% ../nbs/00_mixing.ipynb #f41e9451
 def sample_lam(
@@ -48,10 +51,9 @@ def sample_lam(
     device=None
 )->Tensor:
     "Ratio of the first of two inputs, `lam ~ Beta(alpha, alpha)`"
-    if alpha is None or alpha <= 0: return sample_ratios(alpha, 2, size, device)[..., 0]
     # the first column of `sample_ratios`, without building the second (the same draw)
-    size = (size,) if isinstance(size, int) else tuple(size)
-    return _ratio_law(float(alpha), 2, torch.device(device) if device is not None else None).sample(size)
+    if alpha is None or alpha <= 0: return torch.full(_as_size(size), 0.5, device=device)
+    return _draw(alpha, 2, _as_size(size), device)
 
 # %% ../nbs/00_mixing.ipynb #c2386b7b
 def _as_batch(lam, device=None)->Tensor:

@@ -347,7 +347,6 @@ class MixMo(MixingCallback):
         self.learn.yb = tuple(_like(t, ys[0]) for t in targets)
         self.mixed,self.last_mix = True,MixRecord(ratios, None, self.encoders, masks)
 
-
     def after_pred(self):
         "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
         if self.training and self.mixed:
@@ -371,7 +370,6 @@ class MixMo(MixingCallback):
         "Forget the last batch's masks and targets"
         self.targets = self.weights = self.member_pred = None
         if getattr(self, 'encoders', None) is not None: self.encoders.state.masks = None
-
 
 # %% ../nbs/20_mixmo.ipynb #2004cfcb
 @delegates(MixMo)

@@ -436,7 +436,9 @@ class SubspaceCallback(Callback):
     def before_fit(self):
         _check_one_subspace(self.learn, self)
         if not subspace_layers(self.learn.model):  # added to `fit`: convert now, and give the optimizer the new parameters
-            _check_unwrapped(self.learn, type(self).__name__); self._convert(); recreate_opt(self.learn)
+            _check_unwrapped(self.learn, type(self).__name__)
+            self._convert()
+            recreate_opt(self.learn)
         self.trained,self.bn_fresh = False,False
 
     def before_train(self):
@@ -444,14 +446,18 @@ class SubspaceCallback(Callback):
         if not (self._warned or in_lr_find(self.learn)): self._warned = _warn_depthwise(self.learn.model, type(self).__name__, self.n_epoch)
     def before_batch(self):
         publish_member_logits(self.learn, None)
-        if self.training: check_finite_batch(self.learn.xb, type(self).__name__); _sample_layers(self._layers, self.layerwise)
+        if not self.training: return
+        check_finite_batch(self.learn.xb, type(self).__name__)
+        _sample_layers(self._layers, self.layerwise)
     def after_loss(self):
         if not self.training or not self.beta or not len(self.learn.yb): return
         self.reg = self.beta * _cos2(self._layers, _step_pairs(self.reg_pairs, self.space.n_points))
         self.learn.loss_grad,self.learn.loss = self.learn.loss_grad + self.reg,self.learn.loss + self.reg.detach()
 
     def before_validate(self): self._settle(self.epoch == self.n_epoch-1)
-    def after_fit(self): self._layers = None; self._settle(not in_lr_find(self.learn))  # `_layers`: not kept in an exported learner
+    def after_fit(self):
+        self._layers = None  # not kept in an exported learner
+        self._settle(not in_lr_find(self.learn))
     def _settle(self, bn_now:bool):
         "Put the layers at the evaluation point(s); when `bn_now`, re-estimate BatchNorm there first (once after training)"
         if bn_now and self.trained and self.bn_update and not self.bn_fresh: self.update_bn()
@@ -477,7 +483,8 @@ class SubspaceCallback(Callback):
         saved = (self.eval_point, self.ensemble_points, self.bn_states, bn_state(self.learn.model))
         self.eval_point,self.ensemble_points,self.bn_states = eval_points[0],(list(eval_points) if len(eval_points) > 1 else None),None
         try:
-            self.update_bn(dl) if bn_update else self._to_member(0)
+            if bn_update: self.update_bn(dl)
+            else: self._to_member(0)
             yield self
         finally:
             self.eval_point,self.ensemble_points,self.bn_states,bn = saved
