@@ -54,7 +54,7 @@ class MixMoEncoder(Module):
     def _summed(self, x):
         "`sum_i enc_i(x)`, as one convolution with the summed weights when the layers are plain convolutions"
         l0 = self.layers[0]
-        if type(l0) not in conv_types: return sum(l(x) for l in self.layers)
+        if type(l0) not in conv_types: return reduce(operator.add, (l(x) for l in self.layers))  # no 0 + f_0
         w = sum(l.weight for l in self.layers)
         b = None if l0.bias is None else sum(l.bias for l in self.layers)
         return l0._conv_forward(x, w, b)
@@ -209,16 +209,20 @@ def _output_shape(layer:nn.Module, x:Tensor, cache:dict)->tuple:
     finally: layer.train(mode)
     return cache[key]
 
-def _depthwise_msg(who, n_epoch):
-    return (f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
-            f"{n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(n, 1e-2)), "
-            "plain training reached 0.937 at 6 epochs (mean of seeds 0-2) and 0.975 at 20 (seed 0); CutMixMo 0.565 "
-            "and 0.710 (its box masks lose at both budgets), LinearMixMo 0.695 and 0.955, MIMO() (equal ratios, "
-            "no box) 0.782 and 0.914. Use MIMO() or LinearMixMo, for 20 epochs or more")
+def _depthwise_msg(who, n_epoch, spatial):
+    return (f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for {n_epoch} epochs, "
+            f"its members mixed on a {'x'.join(map(str, spatial)) or 'flat'} map: measured on timm's efficientnet_b0 "
+            "(fit_one_cycle(n, 1e-2); 6 epochs: mean of seeds 0-2, 20 and 60: seed 0) on digits at 16x16 (an 8x8 "
+            "map), plain training reached 0.937 at 6 epochs and 0.975 at 20, CutMixMo 0.565 and 0.710 (0.900 at 60), "
+            "LinearMixMo 0.695 and 0.955, MIMO() (equal ratios, no box) 0.782 and 0.914; on digits at 32x32 "
+            "(a 16x16 map; 20 epochs: mean of seeds 0-1), plain training 0.952 and 0.979, CutMixMo 0.735 and 0.965, "
+            "LinearMixMo 0.873 at 6 epochs. Use inputs that give a map of 16x16 or more (and 20 epochs or more for CutMixMo's box masks), "
+            "or MIMO()")
 
-def _depthwise_warns(box_prob, alpha, n_epoch)->bool:
-    "Whether MixMo was measured to lose on a network with depthwise convolutions at this budget"
+def _depthwise_warns(box_prob, alpha, n_epoch, spatial=())->bool:
+    "Whether MixMo was measured to lose on a network with depthwise convolutions at this budget and map size"
     if alpha <= 0: return False  # MIMO's equal ratios: 83% of plain training at 6 epochs, 94% at 20
+    if min(spatial, default=0) >= 16: return box_prob > 0 and n_epoch < 20  # 6 epochs: boxes 77%, linear 92%
     return n_epoch <= 20 if box_prob > 0 else n_epoch < 20
 
 def _keep_msg(who, n_epoch):
@@ -255,11 +259,11 @@ def _check_box_fits(who, box_prob, spatial):
         f"here (spatial shape {spatial}): a box would give one member the whole feature map and the others nothing. "
         "Use LinearMixMo or MIMO (box_prob=0), or a larger input / an encoder that keeps a spatial extent")
 
-def _warn_measured_loss(cb)->bool:
-    "Warn about a configuration of `cb` that was measured to lose to plain training; whether it did"
+def _warn_measured_loss(cb, spatial)->bool:
+    "Warn about a configuration of `cb` (mixing on maps of shape `spatial`) that was measured to lose to plain training; whether it did"
     who, n_epoch, learn = type(cb).__name__, cb.n_epoch, cb.learn
-    warns = _depthwise_warns(cb.box_prob, cb.alpha, n_epoch) and depthwise_convs(learn.model)
-    msg = _depthwise_msg(who, n_epoch) if warns else None
+    warns = _depthwise_warns(cb.box_prob, cb.alpha, n_epoch, spatial) and depthwise_convs(learn.model)
+    msg = _depthwise_msg(who, n_epoch, spatial) if warns else None
     dl = getattr(learn.dls, 'train', None)
     # a MixMo loader's members read independent samples by design
     if cb.keep_frac == 0 and n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = _keep_msg(who, n_epoch)
@@ -325,7 +329,7 @@ class MixMo(MixingCallback):
         self.encoders,self.heads = mixmo_parts(self.learn.model)
     def before_train(self):
         super().before_train()
-        if not (self.in_lr_find or self._warned): self._warned = _warn_measured_loss(self)  # once
+        self._to_check = not (self.in_lr_find or self._warned)  # warned once, on the first batch (the map's size known)
 
     def before_batch(self):
         super().before_batch()
@@ -338,6 +342,7 @@ class MixMo(MixingCallback):
             inputs, targets = member_inputs(xs, ys, self.n_members, self.keep_frac)
             masks, ratios = _batch_masks(self, inputs[0])
         except ValueError: _unconvert(self); raise  # a refused (first) batch: the model goes back to what it was
+        if self._to_check: self._to_check,self._warned = False,_warn_measured_loss(self, tuple(masks.shape[2:]))
         soft = [to_soft(y, self.heads.n_out) for y in targets]
         if self.input_mix: inputs, soft = member_input_mix(inputs, soft, masks, self.input_mix, self.input_mix_prob, self.input_mix_alpha)
         self.encoders.state.masks = masks
