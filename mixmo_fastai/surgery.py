@@ -11,8 +11,8 @@ from fastai.basics import *
 from fastai.callback.schedule import LRFinder
 
 # %% auto #0
-__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'set_module', 'fresh_copy',
-           'recreate_opt']
+__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'is_squeeze_excitation',
+           'squeeze_excitations', 'remove_squeeze_excitation', 'set_module', 'fresh_copy', 'recreate_opt']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -35,6 +35,23 @@ def is_depthwise_conv(m:nn.Module)->bool:
 def depthwise_convs(model:nn.Module)->int:
     "Number of depthwise convolutions in `model`"
     return sum(map(is_depthwise_conv, model.modules()))
+
+# timm's `SqueezeExcite` (EfficientNet, MobileNetV3), `SEModule`/`EffectiveSEModule` (SE-ResNet, RegNetY), torchvision's `SqueezeExcitation`
+_se_classes = ('SqueezeExcite', 'SqueezeExcitation', 'SEModule', 'EffectiveSEModule', 'SELayer', 'SEBlock')
+
+def is_squeeze_excitation(m:nn.Module)->bool:
+    "Whether `m` is a squeeze-excitation block (timm's and torchvision's, recognised by class name)"
+    return type(m).__name__ in _se_classes
+
+def squeeze_excitations(model:nn.Module)->int:
+    "Number of squeeze-excitation blocks in `model`"
+    return sum(map(is_squeeze_excitation, model.modules()))
+
+def remove_squeeze_excitation(model:nn.Module)->nn.Module:
+    "Replace every squeeze-excitation block of `model` by `nn.Identity` (in place: each block's input passes unscaled); `model`"
+    names = [n for n, m in model.named_modules() if n and is_squeeze_excitation(m)]
+    for n in names: set_module(model, n, nn.Identity())
+    return model
 
 def set_module(
     model:nn.Module, # The model changed in place
