@@ -11,7 +11,7 @@ from fastai.basics import *
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
-from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, squeeze_excitations, set_module, recreate_opt
+from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, _se_note, set_module, recreate_opt
 # MixMo's tensor functions live in `mixing`; `from mixmo_fastai.mixmo import *` still gives them
 _all_ = ['mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits',
          'seen_fraction', 'member_permutations', 'member_input_mix', 'member_views']
@@ -219,11 +219,6 @@ def _depthwise_msg(who, n_epoch, spatial):
             "LinearMixMo 0.873 at 6 epochs. Use inputs that give a map of 16x16 or more (and 20 epochs or more for CutMixMo's box masks), "
             "or MIMO()")
 
-def _se_msg(n_se):
-    return (f". This network has {n_se} squeeze-excitation blocks: on efficientnet_b0 (16x16 digits, 6 epochs, seeds 0-2) "
-            "they were the cause; with them removed (mixmo_fastai.surgery.remove_squeeze_excitation(model), for a model "
-            "trained from scratch) plain training reached 0.952, CutMixMo 0.813 and LinearMixMo 0.893")
-
 def _depthwise_warns(box_prob, alpha, n_epoch, spatial=())->bool:
     "Whether MixMo was measured to lose on a network with depthwise convolutions at this budget and map size"
     if alpha <= 0: return False  # MIMO's equal ratios: 83% of plain training at 6 epochs, 94% at 20
@@ -268,8 +263,8 @@ def _warn_measured_loss(cb, spatial)->bool:
     "Warn about a configuration of `cb` (mixing on maps of shape `spatial`) that was measured to lose to plain training; whether it did"
     who, n_epoch, learn = type(cb).__name__, cb.n_epoch, cb.learn
     warns = _depthwise_warns(cb.box_prob, cb.alpha, n_epoch, spatial) and depthwise_convs(learn.model)
-    n_se = squeeze_excitations(learn.model) if warns else 0
-    msg = _depthwise_msg(who, n_epoch, spatial) + (_se_msg(n_se) if n_se else '') if warns else None
+    msg = (_depthwise_msg(who, n_epoch, spatial) + _se_note(learn.model, "plain training reached 0.952, CutMixMo 0.813 "
+           "and LinearMixMo 0.893 (0.937, 0.565 and 0.695 with them)")) if warns else None
     dl = getattr(learn.dls, 'train', None)
     # a MixMo loader's members read independent samples by design
     if cb.keep_frac == 0 and n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = _keep_msg(who, n_epoch)

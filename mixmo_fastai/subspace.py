@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 import functools
 from .callback import check_finite_batch, publish_member_logits
-from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv, squeeze_excitations, recreate_opt
+from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv, _se_note, recreate_opt
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
@@ -399,12 +399,6 @@ def _check_unwrapped(learn, who:str):
         f"{who} must convert the model before `distrib_ctx` wraps it: "
         "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
 
-def _se_note(n_se):
-    if not n_se: return ''
-    return (f". This network has {n_se} squeeze-excitation blocks: on efficientnet_b0 (16x16 digits, 6 epochs, seeds 0-2), "
-            "with them removed (mixmo_fastai.surgery.remove_squeeze_excitation(model), for a model trained from scratch), "
-            "the midpoint reached 0.589 against plain training's 0.952 (0.364 with them)")
-
 def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
     "Warn that a short fit barely trains a subspace of a network with depthwise convolutions on inputs of shape `spatial` (measured numbers); whether it warned"
     # on 16x16 inputs measured to lose at 6 and 20 epochs, not at 60; on 32x32 at 6, not at 20
@@ -415,13 +409,13 @@ def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
          "0.478 and 0.674 with shared='depthwise', which keeps those convolutions off the line), 0.440 and 0.783 "
          "at 20 and 0.850 and 0.897 at 60 (seed 0), against plain training's 0.921 at 6 and 0.975 at 20; on digits at "
          "32x32 its midpoint reached 0.669 at 6 epochs and 0.911 at 20, against 0.964 and 0.981 (seed 0). Train for 60 "
-         "epochs or more (20 with inputs of 32x32 or more), or use MIMO()" + _se_note(squeeze_excitations(model)))
+         "epochs or more (20 with inputs of 32x32 or more), or use MIMO()" + _se_note(model, "the midpoint reached 0.589 against plain training's 0.952 (0.364 with them)"))
     return True
 
 class SubspaceCallback(Callback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
     _warned = False  # the depthwise-network warning, once per callback
-    trained,bn_fresh = False,False  # trained since `fit` began; BatchNorm statistics re-estimated at the evaluation point(s) since (before any fit too)
+    trained,bn_fresh = False,False  # before any fit (`before_fit` resets them): nothing trained, no statistics re-estimated
     def __init__(self,
         space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
         beta:float=1., # Weight of the cos^2 penalty between control points
