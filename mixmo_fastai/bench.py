@@ -10,7 +10,7 @@ import contextlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
 from fastai.callback.core import event
-from .data import digits_dls, hard_digits_dls, digits_net, digits_ood_dl
+from .data import digits_dls, hard_digits_dls, digits_net, digits_ood_dl, fashion_mnist_dls, digits_as_ood_dl
 from .metrics import *
 from .callback import publish_member_logits
 from .manifold import ManifoldMixup, OutputMixup, DynamicManifoldMixup, DynamicOutputMixup, PatchUp
@@ -122,11 +122,12 @@ def check_options(**options):
 
 # %% ../nbs/45_bench.ipynb #0770cddc
 class Task:
-    "An embedded benchmark task: its data and the number of epochs its benchmark uses by default"
+    "An embedded benchmark task: its data, its out-of-distribution data and the number of epochs its benchmark uses by default"
     def __init__(self,
         doc:str, # One line for the help and the README
         dls:callable, # `dls(bs=, size=, channels=, device=)` -> `DataLoaders`
         epochs:int=10, # Default epochs of `run_bench` on this task
+        ood:callable=digits_ood_dl, # `ood(dls)` -> an unlabelled `DataLoader` of images of none of the classes
     ): store_attr()
 
 TASKS = {
@@ -134,6 +135,11 @@ TASKS = {
                    "a plain digits_net reaches 99%", digits_dls, epochs=10),
     'hard_digits': Task("600 distorted, noisy, partly occluded digits to train on, 1,077 to validate (8x8): "
                         "a plain digits_net reaches about 78%, with room to rank methods", hard_digits_dls, epochs=40),
+    'fashion_mnist': Task("Fashion-MNIST (real photos, 28x28; Debian's dataset-fashion-mnist): a balanced 2,000 of the "
+                          "60,000 training images, 3,000 of the official 10,000 test images, OOD: digits scaled to 28x28",
+                          partial(fashion_mnist_dls, n_per_class=200, n_valid_per_class=300), epochs=10, ood=digits_as_ood_dl),
+    'fashion_mnist_full': Task("Fashion-MNIST, all 60,000 training and 10,000 test images (for a GPU), OOD: digits "
+                               "scaled to 28x28", fashion_mnist_dls, epochs=20, ood=digits_as_ood_dl),
 }
 
 def check_task(task:str)->str:
@@ -151,7 +157,9 @@ def get_dls(
 )->DataLoaders:
     "An embedded task's `DataLoaders`, or `ImageDataLoaders.from_folder` on `data`"
     device = device or default_device()
-    if data is None: return TASKS[check_task(task)].dls(bs=bs, size=size, channels=channels, device=device)
+    if data is None:
+        try: return TASKS[check_task(task)].dls(bs=bs, size=size, channels=channels, device=device)
+        except FileNotFoundError as e: raise BenchError(str(e)) from None  # Fashion-MNIST's files: how to get them
     path = Path(data)
     if not path.is_dir(): raise BenchError(f"data folder {str(path)!r} does not exist")
     missing = [s for s in ('train', 'valid') if not (path/s).is_dir()]
@@ -478,8 +486,9 @@ def markdown_table(df)->str:
     lines.append("\n`*`: p < 0.05 in Welch's t-test over the seeds; a difference without `*` is within the noise of "
                  "this many seeds. Train compute: measured step time × steps, as a multiple of vanilla's at the "
                  "equal-epochs budget (a deep ensemble counts each member). AURC: area under the risk-coverage "
-                 "curve (lower is better). OOD: the maximum probability telling the validation digits from "
-                 "`digits_ood_dl`'s (the held-out digits with their pixels shuffled); AUROC higher, FPR at 95% TPR "
+                 "curve (lower is better). OOD: the maximum probability telling the validation images from the "
+                 "task's out-of-distribution set (the digits: `digits_ood_dl`'s held-out digits with their pixels "
+                 "shuffled; Fashion-MNIST: the digits scaled to 28x28); AUROC higher, FPR at 95% TPR "
                  "lower is better.")
     return '\n'.join(lines)
 
@@ -529,8 +538,8 @@ def run_bench(
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     channels = arch_channels(arch)
     dls = get_dls(data, bs, size, channels, task=task)
-    # the embedded tasks have an OOD set made of the held-out digits' pixels shuffled (`digits_ood_dl`)
-    ood_dl = digits_ood_dl(dls) if data is None else None
+    # the embedded tasks have an OOD set: the held-out digits' pixels shuffled, or the digits for Fashion-MNIST
+    ood_dl = TASKS[task].ood(dls) if data is None else None
     t0 = time.perf_counter()
     # training steps first, on fresh learners: the equal-compute budget needs each method's cost
     log(f"timing training steps of {len(methods)} methods, {n_rounds} rounds of {steps} steps")

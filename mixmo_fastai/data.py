@@ -6,14 +6,16 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #5567d86b
 from __future__ import annotations
-import functools
+import functools, math
 import numpy as np
 from fastai.vision.all import *
 
 
 # %% auto #0
-__all__ = ['OOD_KINDS', 'digits_arrays', 'digits_split', 'digits_block', 'digits_dls', 'digits_net', 'distort_digits',
-           'hard_digits_arrays', 'hard_digits_block', 'hard_digits_dls', 'digits_ood_arrays', 'digits_ood_dl']
+__all__ = ['OOD_KINDS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'digits_arrays', 'digits_split', 'digits_block',
+           'digits_dls', 'digits_net', 'distort_digits', 'hard_digits_arrays', 'hard_digits_block', 'hard_digits_dls',
+           'digits_ood_arrays', 'digits_ood_dl', 'read_idx', 'fashion_mnist_path', 'fashion_mnist_arrays',
+           'fashion_mnist_block', 'fashion_mnist_dls', 'digits_as_ood_dl']
 
 # %% ../nbs/02_data.ipynb #11938f2a
 def digits_arrays()->tuple[np.ndarray, np.ndarray]:
@@ -42,12 +44,12 @@ class _DigitImage:
         return PILImage.create(np.stack([self.images[i]]*3, -1)) if self.rgb else img
 
 class _DigitLabel:
-    "Picklable getter: item index -> label"
-    def __init__(self, labels): self.labels = labels
-    def __call__(self, i): return int(self.labels[i])
+    "Picklable getter: item index -> label (its name when `names` are given)"
+    def __init__(self, labels, names=None): self.labels,self.names = labels,names
+    def __call__(self, i): return int(self.labels[i]) if self.names is None else self.names[self.labels[i]]
 
 # %% ../nbs/02_data.ipynb #45d940b7
-def _images_block(images, labels, valid, size=None, channels=1, batch_tfms=None, stats_images=None)->DataBlock:
+def _images_block(images, labels, valid, size=None, channels=1, batch_tfms=None, stats_images=None, vocab=None)->DataBlock:
     "A `DataBlock` over `uint8` images `(N, H, W)`, items being indices, `valid` the validation indices"
     if channels not in (1, 3): raise ValueError(f"channels must be 1 or 3, got {channels}")
     image_cls = PILImage if channels == 3 else PILImageBW
@@ -55,10 +57,10 @@ def _images_block(images, labels, valid, size=None, channels=1, batch_tfms=None,
     ref = images if stats_images is None else stats_images
     stats = ([ref.mean()/255]*channels, [ref.std()/255]*channels)
     return DataBlock(
-        blocks=(ImageBlock(cls=image_cls), CategoryBlock(vocab=list(range(10)))),
+        blocks=(ImageBlock(cls=image_cls), CategoryBlock(vocab=ifnone(vocab, list(range(10))), sort=False)),
         get_items=partial(_range_items, len(images)),
         get_x=_DigitImage(images, channels == 3),
-        get_y=_DigitLabel(labels),
+        get_y=_DigitLabel(labels, vocab),
         splitter=IndexSplitter(valid),
         item_tfms=Resize(size, method=ResizeMethod.Squish) if size else None,
         batch_tfms=[*L(batch_tfms), Normalize.from_stats(*stats)])
@@ -214,3 +216,135 @@ def digits_ood_dl(
         "with images of none of your classes)")
     ood = _DigitImage(digits_ood_arrays(kind, seed), rgb=not isinstance(x, PILImageBW))
     return dls.test_dl([ood(i) for i in range(len(ood.images))], bs=ifnone(bs, dls.valid.bs))
+
+# %% ../nbs/02_data.ipynb #5b18d8f3
+FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+# where Debian's (and Ubuntu's) package `dataset-fashion-mnist` installs the idx files; add yours
+FASHION_MNIST_DIRS = ['/usr/share/datasets/fashion-mnist']
+_FASHION_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+                  'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+
+# the idx format's type codes (http://yann.lecun.com/exdb/mnist/): big-endian data after the dimensions
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
+
+def read_idx(
+    path, # An idx file (`*-idx3-ubyte`), gzipped (`.gz`) or not
+)->np.ndarray:
+    "The array stored in an idx file (the format of MNIST and Fashion-MNIST)"
+    import gzip
+    path = Path(path)
+    data = (gzip.open if path.suffix == '.gz' else open)(path, 'rb').read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an idx file (it should start with two zero bytes and a type code)")
+    ndim = data[3]
+    dims = tuple(int.from_bytes(data[4+4*i:8+4*i], 'big') for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    body = np.frombuffer(data, dtype, offset=4+4*ndim)
+    if body.size != math.prod(dims): raise ValueError(f"{path}: the header says {dims}, the file holds {body.size} values")
+    return body.reshape(dims).astype(dtype.newbyteorder('='))
+
+# %% ../nbs/02_data.ipynb #02b411b0
+def _idx_file(folder:Path, name:str):
+    "`name` or `name.gz` in `folder` or in torchvision's `folder/FashionMNIST/raw`, None if absent"
+    for d in (folder, folder/'FashionMNIST'/'raw'):
+        for f in (d/name, d/f'{name}.gz'):
+            if f.is_file(): return f
+    return None
+
+def _has_fashion(folder:Path)->bool: return all(_idx_file(folder, f) for fs in _FASHION_FILES.values() for f in fs)
+
+def _no_fashion_msg(path)->str:
+    where = f"in {str(path)!r}" if path is not None else f"in {', '.join(FASHION_MNIST_DIRS)}"
+    return (f"Fashion-MNIST's four idx files are not {where}. Get them one of three ways: `sudo apt-get install "
+            "dataset-fashion-mnist` (Debian/Ubuntu, offline mirrors included), `path=` a folder holding "
+            "train-images-idx3-ubyte.gz and the three other files, or `download=True` (torchvision, online)")
+
+def fashion_mnist_path(
+    path=None, # A folder with the four idx files (None: the folders of `FASHION_MNIST_DIRS`)
+    download:bool=False, # If they are nowhere, fetch them with torchvision into fastai's data folder (online)
+)->Path:
+    "The folder that holds Fashion-MNIST's four idx files; a `FileNotFoundError` that says how to get them if none does"
+    if path is not None:
+        if _has_fashion(Path(path)): return Path(path)
+        if not download: raise FileNotFoundError(_no_fashion_msg(path))
+    found = first(Path(d) for d in FASHION_MNIST_DIRS if _has_fashion(Path(d)))
+    if found is not None: return found
+    if not download: raise FileNotFoundError(_no_fashion_msg(path))
+    from torchvision.datasets import FashionMNIST
+    root = Path(ifnone(path, Config().data/'fashion_mnist'))
+    for train in (True, False): FashionMNIST(root, train=train, download=True)
+    return root
+
+# %% ../nbs/02_data.ipynb #5444f29c
+@functools.lru_cache(maxsize=2)
+def _fashion_split(folder:Path, split:str)->tuple:
+    images, labels = (read_idx(_idx_file(folder, f)) for f in _FASHION_FILES[split])
+    return images, labels.astype(np.int64)
+
+def _balanced(labels:np.ndarray, n_per_class:int, rng)->np.ndarray:
+    "Sorted indices of `n_per_class` items of each class (all of a class that has fewer)"
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:n_per_class] for c in np.unique(labels)]))
+
+def fashion_mnist_arrays(
+    path=None, # A folder with the four idx files (None: where Debian's package puts them, see `fashion_mnist_path`)
+    n_per_class:int=None, # Training images per class, a balanced subset of the 60,000 (None: all)
+    n_valid_per_class:int=None, # Test images per class, a balanced subset of the 10,000 (None: all)
+    seed:int=0, # Seed of the subsets (a private generator: the global RNGs are untouched)
+    download:bool=False, # Fetch the files with torchvision if they are nowhere (online)
+)->tuple:
+    "Training images `(N, 28, 28)` `uint8` and labels, test images and labels of Fashion-MNIST (shared arrays: do not modify)"
+    folder = fashion_mnist_path(path, download)
+    (xt, yt), (xv, yv) = _fashion_split(folder, 'train'), _fashion_split(folder, 'test')
+    rng = np.random.default_rng(seed)
+    if n_per_class is not None: keep = _balanced(yt, n_per_class, rng); xt, yt = xt[keep], yt[keep]
+    if n_valid_per_class is not None: keep = _balanced(yv, n_valid_per_class, rng); xv, yv = xv[keep], yv[keep]
+    return xt, yt, xv, yv
+
+# %% ../nbs/02_data.ipynb #652accaf
+def fashion_mnist_block(
+    path=None, # A folder with the four idx files (None: where Debian's package puts them)
+    n_per_class:int=None, # Training images per class (None: all 6,000)
+    n_valid_per_class:int=None, # Test images per class (None: all 1,000)
+    size:int=None, # Resize the 28x28 images to `size` x `size` (None keeps 28x28)
+    channels:int=1, # 1 for grey images, 3 for RGB (torchvision/timm models expect 3)
+    seed:int=0, # Seed of the subsets
+    batch_tfms=None, # Extra batch transforms (augmentation), applied before normalisation
+    download:bool=False, # Fetch the files with torchvision if they are nowhere (online)
+)->DataBlock:
+    "A `DataBlock` over Fashion-MNIST, the official test set as validation set, items being indices; labels are the class names"
+    x_train, y_train, x_valid, y_valid = fashion_mnist_arrays(path, n_per_class, n_valid_per_class, seed, download)
+    images, labels = np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid])
+    return _images_block(images, labels, list(range(len(x_train), len(images))), size, channels, batch_tfms, x_train,
+                         vocab=list(FASHION_MNIST_CLASSES))
+
+def fashion_mnist_dls(
+    bs:int=64, # Batch size
+    n_per_class:int=None, # Training images per class, a balanced subset (None: all 6,000)
+    n_valid_per_class:int=None, # Test images per class (None: all 1,000)
+    size:int=None, # Resize the 28x28 images to `size` x `size` (None keeps 28x28)
+    channels:int=1, # 1 for grey images, 3 for RGB
+    seed:int=0, # Seed of the subsets
+    path=None, # A folder with the four idx files (None: where Debian's package puts them)
+    batch_tfms=None, # Extra batch transforms (augmentation)
+    device='cpu', # Where batches go
+    download:bool=False, # Fetch the files with torchvision if they are nowhere (online)
+    **kwargs # Passed to `DataBlock.dataloaders`
+)->DataLoaders:
+    "fastai `DataLoaders` over Fashion-MNIST, read from its idx files; the official test set is the validation set"
+    dblock = fashion_mnist_block(path, n_per_class, n_valid_per_class, size, channels, seed, batch_tfms, download)
+    return dblock.dataloaders(None, bs=bs, device=device, num_workers=kwargs.pop('num_workers', 0), **kwargs)
+
+# %% ../nbs/02_data.ipynb #5e6b9b41
+def digits_as_ood_dl(
+    dls:DataLoaders, # Image `DataLoaders` (Fashion-MNIST's, or any of grey or RGB images): the digits get its size and format
+    bs:int=None, # Batch size (default: that of `dls.valid`)
+)->TfmdDL:
+    "An unlabelled `DataLoader` of scikit-learn's 359 held-out digits, resized to the images of `dls`: out-of-distribution data"
+    item = dls.valid_ds[0] if len(dls.valid_ds) else None
+    x = item[0] if isinstance(item, tuple) else item
+    if not isinstance(x, PILImage): raise TypeError("digits_as_ood_dl makes images in the format of image DataLoaders "
+                                                    f"(PILImage/PILImageBW items); the validation items are {type(x).__name__}")
+    images, _ = digits_arrays()
+    grey = [PILImageBW.create(im).resize(x.size, Image.BILINEAR) for im in images[digits_split(len(images))[1]]]
+    ood = grey if isinstance(x, PILImageBW) else [PILImage.create(np.stack([np.array(g)]*3, -1)) for g in grey]
+    return dls.test_dl(ood, bs=ifnone(bs, dls.valid.bs))

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every test of the project: notebooks and generated modules in sync, the notebooks' own tests, the docs site built
-# and looked at in headless Chromium (where Chromium is installed), then pytest.
+# Every test of the project: the real data they read (Fashion-MNIST, installed when missing), notebooks and generated
+# modules in sync, the notebooks' own tests, the docs site built and looked at in headless Chromium (where Chromium is
+# installed), then pytest.
 # Run from the repository root with the project's environment on PATH (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MPLBACKEND=Agg
+bash tools/get_data.sh
 before=$(git status --porcelain --untracked-files=no | sort)
 nbdev-export
 python tools/make_readme.py
