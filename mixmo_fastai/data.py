@@ -281,6 +281,19 @@ def _fashion_split(folder:Path, split:str)->tuple:
     images, labels = (read_idx(_idx_file(folder, f)) for f in _FASHION_FILES[split])
     return images, labels.astype(np.int64)
 
+def _class_index(c)->int:
+    if isinstance(c, str) and c in FASHION_MNIST_CLASSES: return FASHION_MNIST_CLASSES.index(c)
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < len(FASHION_MNIST_CLASSES): return int(c)
+    raise ValueError(f"Unknown Fashion-MNIST class {c!r}: use an index 0-9 or one of {', '.join(FASHION_MNIST_CLASSES)}")
+
+def _only(images, labels, classes)->tuple:
+    "The images of `classes`, labelled by their position in `classes`"
+    idx = [_class_index(c) for c in classes]
+    if not idx or len(set(idx)) != len(idx): raise ValueError(f"classes must name distinct Fashion-MNIST classes, got {classes!r}")
+    new = np.full(len(FASHION_MNIST_CLASSES), -1); new[idx] = np.arange(len(idx))
+    keep = new[labels] >= 0
+    return images[keep], new[labels[keep]]
+
 def _balanced(labels:np.ndarray, n_per_class:int, rng)->np.ndarray:
     "Sorted indices of `n_per_class` items of each class (all of a class that has fewer)"
     return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:n_per_class] for c in np.unique(labels)]))
@@ -291,10 +304,12 @@ def fashion_mnist_arrays(
     n_valid_per_class:int=None, # Test images per class, a balanced subset of the 10,000 (None: all)
     seed:int=0, # Seed of the subsets (a private generator: the global RNGs are untouched)
     download:bool=False, # Fetch the files with torchvision if they are nowhere (online)
+    classes:list=None, # Keep these classes only (names of `FASHION_MNIST_CLASSES` or indices), labelled 0.. in this order
 )->tuple:
     "Training images `(N, 28, 28)` `uint8` and labels, test images and labels of Fashion-MNIST (shared arrays: do not modify)"
     folder = fashion_mnist_path(path, download)
     (xt, yt), (xv, yv) = _fashion_split(folder, 'train'), _fashion_split(folder, 'test')
+    if classes is not None: (xt, yt), (xv, yv) = _only(xt, yt, classes), _only(xv, yv, classes)
     rng = np.random.default_rng(seed)
     if n_per_class is not None: keep = _balanced(yt, n_per_class, rng); xt, yt = xt[keep], yt[keep]
     if n_valid_per_class is not None: keep = _balanced(yv, n_valid_per_class, rng); xv, yv = xv[keep], yv[keep]
@@ -310,12 +325,14 @@ def fashion_mnist_block(
     seed:int=0, # Seed of the subsets
     batch_tfms=None, # Extra batch transforms (augmentation), applied before normalisation
     download:bool=False, # Fetch the files with torchvision if they are nowhere (online)
+    classes:list=None, # Keep these classes only (names or indices; e.g. classes held out of a pretraining)
 )->DataBlock:
     "A `DataBlock` over Fashion-MNIST, the official test set as validation set, items being indices; labels are the class names"
-    x_train, y_train, x_valid, y_valid = fashion_mnist_arrays(path, n_per_class, n_valid_per_class, seed, download)
+    x_train, y_train, x_valid, y_valid = fashion_mnist_arrays(path, n_per_class, n_valid_per_class, seed, download, classes)
     images, labels = np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid])
+    names = [FASHION_MNIST_CLASSES[_class_index(c)] for c in ifnone(classes, range(len(FASHION_MNIST_CLASSES)))]
     return _images_block(images, labels, list(range(len(x_train), len(images))), size, channels, batch_tfms, x_train,
-                         vocab=list(FASHION_MNIST_CLASSES))
+                         vocab=names)
 
 def fashion_mnist_dls(
     bs:int=64, # Batch size
@@ -328,10 +345,11 @@ def fashion_mnist_dls(
     batch_tfms=None, # Extra batch transforms (augmentation)
     device='cpu', # Where batches go
     download:bool=False, # Fetch the files with torchvision if they are nowhere (online)
+    classes:list=None, # Keep these classes only (names or indices; e.g. classes held out of a pretraining)
     **kwargs # Passed to `DataBlock.dataloaders`
 )->DataLoaders:
     "fastai `DataLoaders` over Fashion-MNIST, read from its idx files; the official test set is the validation set"
-    dblock = fashion_mnist_block(path, n_per_class, n_valid_per_class, size, channels, seed, batch_tfms, download)
+    dblock = fashion_mnist_block(path, n_per_class, n_valid_per_class, size, channels, seed, batch_tfms, download, classes)
     return dblock.dataloaders(None, bs=bs, device=device, num_workers=kwargs.pop('num_workers', 0), **kwargs)
 
 # %% ../nbs/02_data.ipynb #5e6b9b41

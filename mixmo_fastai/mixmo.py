@@ -11,7 +11,7 @@ from fastai.basics import *
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
-from .surgery import unwrap_model, conv_types, fresh_copy, depthwise_convs, _se_note, set_module, recreate_opt
+from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, _se_note, set_module, recreate_opt
 # MixMo's tensor functions live in `mixing`; `from mixmo_fastai.mixmo import *` still gives them
 _all_ = ['mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits',
          'seen_fraction', 'member_permutations', 'member_input_mix', 'member_views']
@@ -36,8 +36,9 @@ class MixMoEncoder(Module):
         layer:nn.Module, # The original first convolution (kept as member 0's encoder)
         n_members:int=2, # M
         state:_MixMoState=None, # Shared with the heads
+        init='fresh', # How members 1..M-1 start: 'fresh', 'copy' (the layer's weights, e.g. pretrained) or σ (copy + noise), see `member_copy`
     ):
-        self.layers = nn.ModuleList([layer] + [fresh_copy(layer) for _ in range(n_members-1)])
+        self.layers = nn.ModuleList([layer] + [member_copy(layer, init) for _ in range(n_members-1)])
         self.n_members,self.state = n_members,ifnone(state, _MixMoState())
         ws = [p for p in layer.parameters() if p.ndim > 1]
         if not ws: raise ValueError(f"MixMo encoders need a layer with a weight matrix (a convolution), got {type(layer).__name__}")
@@ -125,7 +126,7 @@ def mixmo_parts(model:nn.Module)->tuple:
     return enc, head
 
 # %% ../nbs/20_mixmo.ipynb #eeb65f32
-def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->list:
+def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, encoder_init)->list:
     "Convert `model` (unwrapped) in place; returns the `(name, module)` pairs it replaced, in the order to put them back"
     model = unwrap_model(model)
     enc_name, enc = _find(model, encoder, conv_types, first=True)
@@ -140,7 +141,7 @@ def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)->lis
     for n, _ in norms: set_module(model, n, nn.Identity())
     state = _MixMoState()
     layer = nn.Sequential(enc, *[m for _, m in norms]) if norms else enc
-    set_module(model, enc_name, MixMoEncoder(layer, n_members, state))
+    set_module(model, enc_name, MixMoEncoder(layer, n_members, state, encoder_init))
     set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
     return [(enc_name, enc), (head_name, hd)] + norms
 
@@ -151,9 +152,10 @@ def mixmo_model(
     head:str=None, # Name of the final `nn.Linear` (default: the last `nn.Linear`)
     ensemble:str='logits', # Ensemble rule at inference: 'logits' or 'probs'
     encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
+    encoder_init='fresh', # How the other members' encoders start: 'fresh', 'copy' (the encoder's weights) or σ (copy + noise)
 )->nn.Module:
     "Turn `model` into a MixMo network with `n_members` encoders and heads (in place; a converted model is returned as it is)"
-    mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)
+    mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, encoder_init)
     return model
 
 def mixmo_convert(
@@ -163,11 +165,12 @@ def mixmo_convert(
     head:str=None, # Name of the final `nn.Linear` (default: the last `nn.Linear`)
     ensemble:str='logits', # Ensemble rule at inference: 'logits' or 'probs'
     encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
+    encoder_init='fresh', # How the other members' encoders start: 'fresh', 'copy' (the encoder's weights) or σ (copy + noise)
 )->list:
     "`mixmo_model`, returning what it replaced: the `(name, module)` pairs that `mixmo_unconvert` puts back (`[]` for a converted model)"
     if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
     enc, hd = mixmo_parts(model)
-    if enc is None: return _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm)
+    if enc is None: return _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, check_member_init(encoder_init))
     if enc.n_members != n_members: raise ValueError(f"Model already converted with {enc.n_members} members, not {n_members}")
     hd.ensemble = ensemble
     return []
@@ -274,8 +277,16 @@ def _warn_measured_loss(cb, spatial)->bool:
 def _convert(cb, reset_opt=False):
     "Convert `cb.learn.model` for MixMo callback `cb`; when an optimizer exists already (callback added after the `Learner`), re-create it"
     # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
-    cb._orig = mixmo_convert(cb.learn.model, cb.n_members, cb.encoder, cb.head, cb.ensemble, cb.encoder_norm)
+    init = 'fresh' if cb.encoder_init == 'auto' else cb.encoder_init  # 'auto': decided when the first fit starts
+    cb._orig = mixmo_convert(cb.learn.model, cb.n_members, cb.encoder, cb.head, cb.ensemble, cb.encoder_norm, init)
+    cb._init_pending = cb.encoder_init == 'auto' and bool(cb._orig)
     if reset_opt: recreate_opt(cb.learn)
+
+def _start_members(cb):
+    "`encoder_init='auto'` on the first fit: copies of member 0's encoder when part of the model is frozen (pretrained), the fresh ones otherwise"
+    if not getattr(cb, '_init_pending', False) or cb.in_lr_find: return
+    cb._init_pending,cb.encoder_init_used = False,resolve_member_init('auto', cb.learn.model, cb.pretrained_init)
+    for l in cb.encoders.layers[1:]: restart_member(l, cb.encoders.layers[0], cb.encoder_init_used)
 
 def _unconvert(cb):
     "Put back what `_convert` replaced (before any training step only)"
@@ -301,6 +312,7 @@ def _loader_batch(learn)->tuple:
 class MixMo(MixingCallback):
     "MixMo (Ramé et al. 2021): `n_members` subnetworks in one CNN, trained on mixed features of `n_members` inputs"
     run_valid,_warned = True,False
+    pretrained_init = 'copy'  # what encoder_init='auto' gives when the first fit starts with a frozen (pretrained) body
     def __init__(self,
         n_members:int=2, # M: number of subnetworks
         alpha:float=2., # Ratios ~ Beta(alpha, alpha) (Dirichlet for M > 2), per sample; `alpha <= 0` gives equal ratios
@@ -315,8 +327,9 @@ class MixMo(MixingCallback):
         encoder:str=None, # Name of the layer copied into encoders (default: the first convolution)
         head:str=None, # Name of the final `nn.Linear` (default: the last one)
         encoder_norm:bool=True, # Members' encoders include the norm (and activation) right after the encoder convolution
+        encoder_init='auto', # How the other members' encoders start: 'auto' ('copy' if the first fit starts frozen, as fine-tuning does; 'fresh' otherwise), 'fresh', 'copy' or σ (copy + noise)
     ):
-        _check_mixmo_args(n_members, ensemble, input_mix)
+        _check_mixmo_args(n_members, ensemble, input_mix); check_member_init(encoder_init, auto=True)
         store_attr()
         self._shapes = {}
 
@@ -328,6 +341,7 @@ class MixMo(MixingCallback):
         except Exception: _unconvert(self); raise
         if mixmo_parts(self.learn.model)[0] is None: _convert(self, reset_opt=True)
         self.encoders,self.heads = mixmo_parts(self.learn.model)
+        _start_members(self)
     def before_train(self):
         super().before_train()
         self._to_check = not (self.in_lr_find or self._warned)  # warned once, on the first batch (the map's size known)

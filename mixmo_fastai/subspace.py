@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 import functools
 from .callback import check_finite_batch, publish_member_logits
-from .surgery import unwrap_model, in_lr_find, conv_types, fresh_copy, depthwise_convs, is_depthwise_conv, _se_note, recreate_opt
+from .surgery import unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, _se_note, recreate_opt
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
@@ -82,10 +82,10 @@ def convertible(m:nn.Module)->bool:
     if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params(): return False
     return isinstance(m, (*conv_types, nn.Linear, _BatchNorm)) and len(list(m.parameters(recurse=False))) > 0
 
-def _new_point(m:nn.Module)->nn.Module:
-    "A new control point like `m`, drawn afresh at `m`'s scale (`fresh_copy`); BatchNorm: ones/zeros, statistics shared with point 0"
-    if not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
-    new = fresh_copy(m)
+def _new_point(m:nn.Module, init='fresh')->nn.Module:
+    "A new control point like `m`, started as `init` says (`member_copy`); BatchNorm statistics shared with point 0"
+    if init != 'copy' and not hasattr(m, 'reset_parameters'): raise TypeError(f"{type(m).__name__} has no `reset_parameters`: cannot initialise a new endpoint")
+    new = member_copy(m, init)
     if isinstance(new, _BatchNorm):
         for b in ('running_mean', 'running_var', 'num_batches_tracked'): new.register_buffer(b, None)
     return new
@@ -109,11 +109,12 @@ class SubspaceLayer(Module):
     def __init__(self,
         layer:nn.Module, # The original layer: it becomes control point 0, parameters untouched
         space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
+        init='fresh', # How control points 1.. start: 'fresh', 'copy' or σ (copy + noise), see `member_copy`
     ):
         if not convertible(layer): raise TypeError(f"Cannot make a subspace layer of {type(layer).__name__}: "
             "only Conv1d/2d/3d, Linear and BatchNorm layers with parameters (initialised, not lazy) are converted")
         self.space = ifnone(space, SubspaceLine())
-        self.points = nn.ModuleList([layer] + [_new_point(layer) for _ in range(self.space.n_points-1)])
+        self.points = nn.ModuleList([layer] + [_new_point(layer, init) for _ in range(self.space.n_points-1)])
         self.names = [n for n, _ in layer.named_parameters(recurse=False)]
         self.coeffs = (1.,) + (0.,) * (self.space.n_points-1)
 
@@ -158,26 +159,27 @@ def shared_rule(shared)->callable:
     raise ValueError(f"shared must be None (every layer on the subspace), {', '.join(map(repr, _shared_rules))} or a "
                      f"function module -> bool (True: the layer stays one copy shared by every point); got {shared!r}")
 
-def _convert(module, space, keep):
+def _convert(module, space, keep, init):
     for name, child in module.named_children():
         if isinstance(child, SubspaceLayer): continue
-        if convertible(child) and not keep(child): setattr(module, name, SubspaceLayer(child, space))
-        else: _convert(child, space, keep)
+        if convertible(child) and not keep(child): setattr(module, name, SubspaceLayer(child, space, init))
+        else: _convert(child, space, keep, init)
 
 def to_subspace(
     model:nn.Module, # Any model; converted in place
     space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
     shared=None, # Layers left as they are, one copy for every point: None, 'depthwise' (depthwise convolutions) or a function module -> bool
+    point_init='fresh', # How control points 1.. start: 'fresh', 'copy' or σ (copy + noise), see `member_copy`
 )->nn.Module:
     "Replace every Conv1d/2d/3d, Linear and BatchNorm layer of `model` (but the `shared` ones) by a `SubspaceLayer`; returns the model"
-    space, keep = ifnone(space, SubspaceLine()), shared_rule(shared)
+    space, keep = ifnone(space, SubspaceLine()), shared_rule(shared); check_member_init(point_init)
     if subspace_layers(model): raise ValueError("This model already has subspace layers: convert it once")
     lazy = [n or type(m).__name__ for n, m in model.named_modules()
             if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()]
     if lazy: raise ValueError(f"Lazy layer(s) {lazy} have no parameters yet, so they cannot get a second endpoint: "
                               "run one batch through the model (`model(xb)`) before converting it or creating the Learner")
-    if convertible(model) and not keep(model): return SubspaceLayer(model, space)
-    _convert(model, space, keep)
+    if convertible(model) and not keep(model): return SubspaceLayer(model, space, point_init)
+    _convert(model, space, keep, point_init)
     if not subspace_layers(model): raise ValueError(
         f"{type(model).__name__} has no Conv1d/2d/3d, Linear or BatchNorm layer to make a subspace of"
         + (f" once the shared={shared!r} layers are left out" if shared is not None else ""))
@@ -416,6 +418,8 @@ class SubspaceCallback(Callback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
     _warned = False  # the depthwise-network warning, once per callback
     trained,bn_fresh = False,False  # before any fit (`before_fit` resets them): nothing trained, no statistics re-estimated
+    _init_pending = False  # point_init='auto' not decided yet (set by the conversion)
+    pretrained_init = 0.5  # what point_init='auto' gives when the first fit starts with a frozen (pretrained) body
     def __init__(self,
         space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
         beta:float=1., # Weight of the cos^2 penalty between control points
@@ -425,23 +429,33 @@ class SubspaceCallback(Callback):
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs of control points: 'random' (one per step, official), 'all', or fixed pairs like `[(0, 1)]`
         shared=None, # Layers kept off the subspace (one copy for every point): None, 'depthwise' or a function module -> bool
+        point_init='auto', # How the other control points start: 'auto' (σ = `pretrained_init` if the first fit starts frozen, as fine-tuning does; 'fresh' otherwise), 'fresh', 'copy' or σ (copy + noise)
     ):
         store_attr()
         self.space,self.bn_states = ifnone(space, SubspaceLine()),None
-        _check_reg_pairs(reg_pairs, self.space.n_points); shared_rule(shared)  # refused here, not when the Learner is created
+        _check_reg_pairs(reg_pairs, self.space.n_points); shared_rule(shared); check_member_init(point_init, auto=True)  # refused here, not when the Learner is created
 
     @property
     def eval_points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
     def after_create(self): self._convert()
     def _convert(self):
         _check_one_subspace(self.learn, self)
-        if not subspace_layers(self.learn.model): self.learn.model = to_subspace(self.learn.model, self.space, self.shared)
+        if subspace_layers(self.learn.model): return
+        self.learn.model = to_subspace(self.learn.model, self.space, self.shared, 'fresh' if self.point_init == 'auto' else self.point_init)
+        self._init_pending = self.point_init == 'auto'  # decided when the first fit starts
+    def _start_points(self):
+        "`point_init='auto'` on the first fit: the other control points become perturbed copies of point 0 when part of the model is frozen (pretrained)"
+        if not self._init_pending or in_lr_find(self.learn): return
+        self._init_pending,self.point_init_used = False,resolve_member_init('auto', self.learn.model, self.pretrained_init)
+        for l in subspace_layers(self.learn.model):
+            for p in l.points[1:]: restart_member(p, l.points[0], self.point_init_used)
     def before_fit(self):
         _check_one_subspace(self.learn, self)
         if not subspace_layers(self.learn.model):  # added to `fit`: convert now, and give the optimizer the new parameters
             _check_unwrapped(self.learn, type(self).__name__)
             self._convert()
             recreate_opt(self.learn)
+        self._start_points()
         self.trained,self.bn_fresh = False,False
 
     def before_train(self):
@@ -514,8 +528,9 @@ class LinesSubspace(SubspaceCallback):
         ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_alphas`)
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         shared=None, # Layers kept off the line (one copy for every point): None, 'depthwise' or a function module -> bool
+        point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
     ):
-        super().__init__(SubspaceLine(), beta, layerwise, eval_point, ensemble_points, bn_update, shared=shared)
+        super().__init__(SubspaceLine(), beta, layerwise, eval_point, ensemble_points, bn_update, shared=shared, point_init=point_init)
 
 class CurvesSubspace(SubspaceCallback):
     "Train a quadratic Bezier curve of networks whose middle control point is trained too"
@@ -528,8 +543,9 @@ class CurvesSubspace(SubspaceCallback):
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the curve (one copy for every point): None, 'depthwise' or a function module -> bool
+        point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
     ):
-        super().__init__(SubspaceBezier(), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared)
+        super().__init__(SubspaceBezier(), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared, point_init)
 
 class SimplexSubspace(SubspaceCallback):
     "Train a simplex of networks with `n_points` corners; a point is drawn uniformly on it for each batch"
@@ -542,9 +558,10 @@ class SimplexSubspace(SubspaceCallback):
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs of corners: 'random' (one per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the simplex (one copy for every point): None, 'depthwise' or a function module -> bool
+        point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
     ):
         eval_point = ifnone(eval_point, [1/n_points]*n_points)
-        super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared)
+        super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared, point_init)
 
     @staticmethod
     def corners(n_points:int=3)->list:

@@ -12,7 +12,8 @@ from fastai.callback.schedule import LRFinder
 
 # %% auto #0
 __all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'is_squeeze_excitation',
-           'squeeze_excitations', 'remove_squeeze_excitation', 'set_module', 'fresh_copy', 'recreate_opt']
+           'squeeze_excitations', 'remove_squeeze_excitation', 'set_module', 'fresh_copy', 'check_member_init',
+           'member_copy', 'restart_member', 'is_frozen', 'resolve_member_init', 'recreate_opt']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -84,6 +85,51 @@ def fresh_copy(m:nn.Module)->nn.Module:
                 if p_old.std() == 0: p.copy_(p_old)
                 else: p.mul_(p_old.std() / p.std())
     return new
+
+# %% ../nbs/00a_surgery.ipynb #0006001d
+def check_member_init(init, auto:bool=False):
+    "Refuse what `member_copy` cannot start a member from: 'fresh', 'copy' or a positive number (and 'auto' if `auto`)"
+    ok = init in ('fresh', 'copy') + (('auto',) if auto else ()) if isinstance(init, str) else (isinstance(init, (int, float)) and not isinstance(init, bool) and init > 0)
+    auto_doc = "'auto' (copies on a partly frozen, pretrained model, fresh otherwise), " if auto else ""
+    if not ok: raise ValueError(f"A new member starts {auto_doc}'fresh' (re-initialised), 'copy' (an exact copy of the original "
+                                f"layer, pretrained weights kept) or as the copy plus a positive number σ times a fresh draw "
+                                f"(e.g. 0.1); got {init!r}")
+    return init
+
+def member_copy(
+    m:nn.Module, # The original layer (member 0, or control point 0)
+    init='fresh', # 'fresh' (`fresh_copy`), 'copy' (exact), or σ: the copy plus σ times a fresh draw at `m`'s scale
+)->nn.Module:
+    "A copy of `m` for a new member or control point, started as `init` says"
+    if check_member_init(init) == 'fresh': return fresh_copy(m)
+    return deepcopy(m) if init == 'copy' else restart_member(fresh_copy(m), m, init)
+
+def restart_member(
+    new:nn.Module, # A member drawn afresh from `orig` (`fresh_copy`): changed in place
+    orig:nn.Module, # The layer it was drawn from
+    init='copy', # 'copy', or σ: `orig` plus σ times `new`'s own fresh draw (constant inits are copied)
+)->nn.Module:
+    "Make the fresh member `new` a copy of `orig` (plus noise), in place: its parameters stay the objects an optimizer holds"
+    if check_member_init(init) == 'fresh': return new
+    with torch.no_grad():
+        for p, q in zip(new.parameters(), orig.parameters()):
+            p.copy_(q + float(init) * p if init != 'copy' and p.numel() > 1 and p.std() > 0 else q)
+        bufs = dict(orig.named_buffers())  # BatchNorm statistics (a subspace's other points have none)
+        for n, b in new.named_buffers():
+            if n in bufs: b.copy_(bufs[n])
+    return new
+
+def is_frozen(model:nn.Module)->bool:
+    "Whether part of `model` is frozen (parameters without gradients), as `Learner.freeze` leaves a pretrained body"
+    return any(not p.requires_grad for p in model.parameters())
+
+def resolve_member_init(
+    init, # A callback's setting: 'auto', 'fresh', 'copy' or σ
+    model:nn.Module, # The model when its first fit starts
+    pretrained_init, # What 'auto' gives on a partly frozen (pretrained) model
+):
+    "How new members start: `init` itself, or for 'auto' `pretrained_init` when part of `model` is frozen and 'fresh' otherwise"
+    return init if init != 'auto' else (pretrained_init if is_frozen(model) else 'fresh')
 
 # %% ../nbs/00a_surgery.ipynb #2583e5ec
 def recreate_opt(learn:Learner):

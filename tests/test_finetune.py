@@ -1,0 +1,123 @@
+"Fine-tuning a pretrained network with the converting callbacks through fastai's `vision_learner` + `fine_tune` (issue 28)"
+import pytest, torch
+from fastai.vision.all import *
+from mixmo_fastai.all import *
+from helpers import subset_dls
+
+CONVERTING = {
+    'CutMixMo': lambda **kw: CutMixMo(**kw), 'LinearMixMo': lambda **kw: LinearMixMo(**kw), 'MIMO': lambda **kw: MIMO(**kw),
+    'LinesSubspace': lambda **kw: LinesSubspace(**kw), 'CurvesSubspace': lambda **kw: CurvesSubspace(**kw),
+    'SimplexSubspace': lambda **kw: SimplexSubspace(**kw),
+}
+_MIXMO = ('CutMixMo', 'LinearMixMo', 'MIMO')
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    "A digits_net whose weights are not an initialisation (as if pretrained), saved like a user's checkpoint"
+    torch.manual_seed(1)
+    net = digits_net(16, channels=3)  # fastai's model functions make 3-channel networks
+    with torch.no_grad():
+        for p in net.parameters(): p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path_factory.mktemp('pre')/'net.pth'
+    torch.save(net.state_dict(), path)
+    return path
+
+class Saved:
+    "A model function for `vision_learner`: the saved network with `pretrained=True`, a fresh one otherwise (picklable)"
+    def __init__(self, path): self.path = path
+    def __call__(self, pretrained=False):
+        net = digits_net(16, channels=3)
+        if pretrained: net.load_state_dict(torch.load(self.path))
+        return net
+
+def _learner(weights, cb, pretrained=True, n_train=128):
+    dls = subset_dls(n_train, 64, bs=32, size=16, channels=3)
+    return vision_learner(dls, Saved(weights), n_out=10, pretrained=pretrained, cbs=cb, metrics=accuracy)
+
+def _stem(weights):
+    return torch.load(weights)['0.0.weight']
+
+def _new_weights(learn, name):
+    "The weights of the first convolution of every member (MixMo) or control point (subspace)"
+    if name in _MIXMO:
+        enc, _ = mixmo_parts(learn.model)
+        return [first(m for m in l.modules() if isinstance(m, nn.Conv2d)).weight for l in enc.layers]
+    layer = first(l for l in subspace_layers(learn.model) if isinstance(l.layer, nn.Conv2d))
+    return [p.weight for p in layer.points]
+
+@pytest.mark.parametrize('name', list(CONVERTING))
+@pytest.mark.parametrize('init', ['copy', 'fresh', 0.1])
+def test_initialisation_policy(weights, name, init):
+    key = 'encoder_init' if name in _MIXMO else 'point_init'
+    learn = _learner(weights, CONVERTING[name](**{key: init}))
+    ws, pre = _new_weights(learn, name), _stem(weights)
+    test_close(ws[0], pre)  # member 0 / control point 0 is the pretrained layer
+    for w in ws[1:]:
+        rel = ((w - pre).std() / pre.std()).item()
+        if init == 'copy': test_close(w, pre)
+        elif init == 'fresh': assert rel > 0.5, rel  # an independent draw at the layer's scale
+        else: assert 0.05 < rel < 0.2, rel
+
+def _trainable(learn): return {n for n, p in learn.model.named_parameters() if p.requires_grad}
+
+@pytest.mark.parametrize('name', list(CONVERTING))
+def test_what_trains_when_frozen(weights, name):
+    "After `freeze()` the body (every member's encoder, every control point of the body) is frozen but its norm layers; `unfreeze()` trains all"
+    learn = _learner(weights, CONVERTING[name]())
+    learn.freeze()
+    params = dict(learn.model.named_parameters())
+    # every parameter of the converted model is in the optimizer, once
+    in_opt = [p for pg in learn.opt.param_lists for p in pg]
+    test_eq(len(in_opt), len(params)); test_eq(len({id(p) for p in in_opt}), len(params))
+    trainable = _trainable(learn)
+    body = {n for n in params if n.startswith('0.')}
+    bn_body = {n for n, m in learn.model[0].named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for n in [f'0.{n}.{k}' for k, _ in m.named_parameters(recurse=False)]}
+    assert bn_body and bn_body < body
+    test_eq(trainable & body, bn_body)  # fastai's train_bn: the body's norm layers train while it is frozen
+    assert {n for n in params if n.startswith('1.')} <= trainable  # the head (and the members' head rows) trains
+    learn.unfreeze()
+    test_eq(_trainable(learn), set(params))
+
+@pytest.mark.parametrize('name', list(CONVERTING))
+def test_fine_tune_end_to_end_and_export(weights, name, tmp_path):
+    learn = _learner(weights, CONVERTING[name]())
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(1, 1e-3, freeze_epochs=1)
+    test_eq(len(learn.recorder.values), 1)  # the unfrozen fit (the frozen one is an earlier fit)
+    assert all(np.isfinite(v).all() for v in learn.recorder.values)
+    probs, targs = learn.get_preds()
+    test_close(probs.sum(1), torch.ones(len(probs)), eps=1e-4)
+    _, members, _ = get_member_preds(learn, learn.dls.valid)
+    if name in _MIXMO: test_eq(members.shape[1], 2)
+    learn.export(tmp_path/'ft.pkl')
+    loaded = load_learner(tmp_path/'ft.pkl')
+    dl = learn.dls.test_dl([learn.dls.valid_ds[i][0] for i in range(8)])
+    with learn.no_bar(): expected = learn.get_preds(dl=dl)[0]
+    with loaded.no_bar(): got = loaded.get_preds(dl=dl)[0]
+    test_close(got, expected, eps=1e-5)
+
+@pytest.mark.parametrize('name', list(CONVERTING))
+@pytest.mark.parametrize('pretrained', [True, False])
+def test_auto_init_follows_the_frozen_body(weights, name, pretrained):
+    "The default 'auto': copies when the first fit starts with a frozen body (vision_learner(pretrained=True), fine_tune), fresh draws otherwise"
+    cb = CONVERTING[name]()
+    learn = _learner(weights, cb, pretrained=pretrained)
+    w0 = [w.detach().clone() for w in _new_weights(learn, name)]
+    learn.lr_find(num_it=12, show_plot=False)  # lr_find decides nothing: the learner's first real fit does
+    for a, b in zip(_new_weights(learn, name), w0): test_close(a, b)
+    with learn.no_bar(), learn.no_logging(): learn.fit(0)  # `before_fit` only
+    ws, pre, mixmo = _new_weights(learn, name), w0[0], name in _MIXMO
+    used = cb.encoder_init_used if mixmo else cb.point_init_used
+    test_eq(used, (cb.pretrained_init if pretrained else 'fresh'))
+    for w, fresh in zip(ws[1:], w0[1:]):
+        if not pretrained: test_close(w, fresh)  # the draws of the conversion, untouched
+        elif mixmo: test_close(w, pre)  # copies (pretrained_init 'copy')
+        else: test_close(w, pre + cb.pretrained_init * fresh)  # the copy plus σ times the conversion's draw
+    ids = {id(p) for pg in learn.opt.param_lists for p in pg}
+    assert all(id(w) in ids for w in ws)  # restarted in place: the optimizer holds them
+    learn.fit(0)  # decided once
+    for a, b in zip(_new_weights(learn, name), ws): test_close(a, b)
+
+def test_bad_init_is_refused_at_creation():
+    for cb in (lambda: CutMixMo(encoder_init='pretrained'), lambda: LinesSubspace(point_init=-1), lambda: MIMO(encoder_init=True)):
+        with pytest.raises(ValueError, match="'auto'"): cb()

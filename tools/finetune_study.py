@@ -1,0 +1,177 @@
+"""Fine-tuning study of issue 28: a network pretrained on six Fashion-MNIST classes (T-shirt/top, Trouser, Pullover,
+Dress, Coat, Bag: 36,000 images), fine-tuned on the four others (Sandal, Shirt, Sneaker, Ankle boot) from a few
+images per class through fastai's `vision_learner` + `fine_tune`, with each converting callback and its
+initialisation policy; the same network trained from scratch on the same images for comparison.
+
+    python tools/finetune_study.py pretrain --arch digits_net      # ~10 min on one thread: models/pretrained/*.pth
+    python tools/finetune_study.py run --arch digits_net --seeds 0,1,2 --rows vanilla,cutmixmo_copy,...
+    python tools/finetune_study.py table --csv nbs/finetune_study.csv   # mean ± std over seeds from the cached runs
+
+Modes: finetune (vision_learner(pretrained=True) + fine_tune(epochs, lr)), scratch (pretrained=False,
+fit_one_cycle(epochs+1, 1e-2)), bench (the hard_digits benchmark's Learner(digits_net(32)), fit_one_cycle(epochs, 1e-2)):
+the `lr` column is the --lr of the invocation, used by finetune only. The documented runs:
+
+    python tools/finetune_study.py run --seeds 0,1,2 --modes finetune --epochs 20 --lr 1e-2 --task fashion4_20 --rows ...
+    python tools/finetune_study.py run --seeds 0,1,2 --modes bench --epochs 40 --task hard_digits --rows ...
+
+Every run is cached as one JSON line in bench_out/finetune/runs.jsonl (a run already there is not repeated).
+"""
+import argparse, json, time, sys
+from pathlib import Path
+import torch
+from fastai.vision.all import *
+from mixmo_fastai.all import *
+
+OUT = Path('bench_out/finetune'); PRE = Path('models/pretrained')
+PRETRAIN = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Bag']
+TARGET = ['Sandal', 'Shirt', 'Sneaker', 'Ankle boot']
+
+def base_model(arch, n_out=10, in_chans=1):
+    if arch == 'digits_net': return digits_net(32, in_chans, n_out)
+    import torchvision.models as tvm
+    return tvm.resnet18(num_classes=n_out)  # 3 channels
+
+def channels(arch): return 1 if arch == 'digits_net' else 3
+
+def pretrain(arch, epochs, n_per_class):
+    "The network trained on the six pretraining classes of Fashion-MNIST, its state dict saved"
+    PRE.mkdir(parents=True, exist_ok=True)
+    path = PRE/f'fashion6_{arch}.pth'
+    set_seed(0, reproducible=True)
+    dls = fashion_mnist_dls(bs=128, n_per_class=n_per_class, channels=channels(arch), classes=PRETRAIN)
+    learn = Learner(dls, base_model(arch, len(PRETRAIN), in_chans=channels(arch)), metrics=accuracy)
+    t = time.time(); learn.fit_one_cycle(epochs, 1e-2)
+    torch.save(learn.model.state_dict(), path)
+    print(f"{arch}: Fashion-MNIST accuracy {learn.validate()[1]:.4f} after {epochs} epochs ({time.time()-t:.0f} s); saved {path}")
+
+class Pretrained:
+    "Picklable model function for `vision_learner`: the saved network (`pretrained=True`) or a fresh one"
+    def __init__(self, arch): self.arch = arch
+    def __call__(self, pretrained=False):
+        "A 3-channel network, as fastai's model functions make (vision_learner(n_in=1) sums the first layer's weights back)"
+        m = base_model(self.arch, len(PRETRAIN), in_chans=3)
+        if pretrained:
+            sd = torch.load(PRE/f'fashion6_{self.arch}.pth')
+            if self.arch == 'digits_net': sd['0.0.weight'] = sd['0.0.weight'].repeat(1, 3, 1, 1) / 3
+            m.load_state_dict(sd)
+        return m
+
+ROWS = {  # row -> callbacks; the MixMo/line variants differ in how the added members/endpoints start
+    'vanilla': lambda: [],
+    'manifold': lambda: [ManifoldMixup()],
+    'output': lambda: [OutputMixup()],
+    'cutmixmo_fresh': lambda: [CutMixMo(encoder_init='fresh')],
+    'cutmixmo_copy': lambda: [CutMixMo(encoder_init='copy')],
+    'cutmixmo_noise': lambda: [CutMixMo(encoder_init=0.1)],
+    'mimo_fresh': lambda: [MIMO(encoder_init='fresh')],
+    'mimo_copy': lambda: [MIMO(encoder_init='copy')],
+    'mimo_noise': lambda: [MIMO(encoder_init=0.1)],
+    'linear_mixmo_fresh': lambda: [LinearMixMo(encoder_init='fresh')],
+    'linear_mixmo_copy': lambda: [LinearMixMo(encoder_init='copy')],
+    'cutmixmo_copy_enc_trains': lambda: [CutMixMo(encoder_init='copy')],  # + the encoders in the head's group (see make)
+    'cutmixmo_fresh_enc_trains': lambda: [CutMixMo(encoder_init='fresh')],
+    'lines_fresh': lambda: [LinesSubspace(point_init='fresh')],
+    'lines_copy': lambda: [LinesSubspace(point_init='copy')],
+    'lines_noise': lambda: [LinesSubspace(point_init=0.1)],
+    'lines_noise5': lambda: [LinesSubspace(point_init=0.5)],
+}
+
+class ValidateAtEnd(Callback):
+    "No validation during the fits (the study evaluates once, after training)"
+    order = 1000
+    def before_validate(self): raise CancelValidException()
+
+def fit(learn, mode, epochs, lr):
+    learn.add_cb(ValidateAtEnd())
+    with learn.no_bar(), learn.no_logging():
+        if mode == 'finetune': learn.fine_tune(epochs, lr, freeze_epochs=1)
+        elif mode == 'bench': learn.fit_one_cycle(epochs, 1e-2)
+        else: learn.fit_one_cycle(epochs + 1, 1e-2)  # from scratch: the benchmark's learning rate
+    learn.remove_cb(ValidateAtEnd)
+
+def evaluate_rows(learn, row):
+    "(row, metrics) for the learner; a line gives its midpoint and its ends' ensemble"
+    def one():
+        logits, members, targs = get_member_preds(learn)
+        ms = members if members is not None else logits[:, None]
+        r = calibration_metrics(logits, targs)
+        return dict(accuracy=r['accuracy'], nll=r['nll'], ece=r['ece'], brier=r['brier'],
+                    member_accuracy=member_accuracies(ms, targs).tolist())
+    with learn.no_bar():
+        if not row.startswith('lines'): return [(row, one())]
+        cb = first(c for c in learn.cbs if isinstance(c, SubspaceCallback))
+        out = []
+        for name, pts in (('midpoint', (0.5,)), ('ends', (0., 1.))):
+            with cb.evaluating(*pts): out.append((f'{row}_{name}', one()))
+        return out
+
+def make(arch, row, mode, seed, dls):
+    set_seed(seed, reproducible=True)
+    for dl in dls.loaders: dl.rng = random.Random(seed)
+    cbs = ROWS[row]()
+    if mode == 'bench': return Learner(dls, digits_net(32), cbs=cbs)  # the hard_digits benchmark's setting (8x8)
+    learn = vision_learner(dls, Pretrained(arch), n_in=1, n_out=dls.c, pretrained=mode == 'finetune', cbs=cbs)
+    if row.endswith('_enc_trains'):  # the members' encoders train in the frozen phase too: they join the head's group
+        enc = mixmo_parts(learn.model)[0]
+        ids = {id(p) for p in enc.parameters()}
+        learn.splitter = lambda m: [[p for p in m[0].parameters() if id(p) not in ids], list(enc.parameters()) + list(m[1].parameters())]
+        learn.create_opt()
+        if mode == 'finetune': learn.freeze()
+    return learn
+
+def run(arch, rows, seeds, modes, epochs, lr, task):
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT/'runs.jsonl'
+    done = {(r['arch'], r['row'], r['mode'], r['seed'], r['epochs'], r['task'], r['lr']) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
+    if task == 'hard_digits': dls = hard_digits_dls(bs=64)  # the benchmark's 8x8 task, from scratch ('bench' mode)
+    else: dls = fashion_mnist_dls(bs=32, n_per_class=int(task.split('_')[1]), classes=TARGET)  # 'fashion4_50': 50 images per class
+    ens = {}
+    for seed in seeds:
+        for mode in modes:
+            for row in rows:
+                key = (arch, row, mode, seed, epochs, task, lr)
+                if key in done: continue
+                t = time.time()
+                if row == 'ensemble2':  # two vanilla fine-tunes (seeds s and s+100), logits averaged: 2x the compute
+                    learns = []
+                    for s in (seed, seed + 100):
+                        l = make(arch, 'vanilla', mode, s, dls); fit(l, mode, epochs, lr); learns.append(l)
+                    learn = Learner(dls, DeepEnsemble([l.model for l in learns]), cbs=MembersToEnsemble())
+                else:
+                    learn = make(arch, row, mode, seed, dls); fit(learn, mode, epochs, lr)
+                for name, r in evaluate_rows(learn, row):
+                    rec = dict(arch=arch, row=row, name=name, mode=mode, seed=seed, epochs=epochs, task=task, lr=lr,
+                               seconds=round(time.time() - t, 1), **r)
+                    with open(path, 'a') as f: f.write(json.dumps(rec) + '\n')
+                    print(f"{arch} {mode:8s} {name:26s} seed {seed}  acc {r['accuracy']:.4f}  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}  "
+                          f"members {' / '.join(f'{a:.3f}' for a in r['member_accuracy'])}  ({time.time()-t:.0f} s)", flush=True)
+
+def table(csv=None):
+    import pandas as pd
+    df = pd.read_json(OUT/'runs.jsonl', lines=True)
+    if csv: df = df[(df['task'] == 'fashion4_20') & (df['lr'] == 1e-2) | (df['task'] == 'hard_digits') & (df['mode'] == 'bench')]
+    g = df.groupby(['task', 'arch', 'epochs', 'lr', 'mode', 'name'])
+    t = g.agg(acc=('accuracy', 'mean'), acc_std=('accuracy', 'std'), nll=('nll', 'mean'), nll_std=('nll', 'std'),
+              ece=('ece', 'mean'), n=('seed', 'count')).reset_index()
+    pd.set_option('display.width', 200); pd.set_option('display.max_rows', 500)
+    print(t.round(4).to_string(index=False))
+    if csv: t.round(4).to_csv(csv, index=False); print(f"wrote {csv}")
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser()
+    p.add_argument('cmd', choices=['pretrain', 'run', 'table'])
+    p.add_argument('--arch', default='digits_net')
+    p.add_argument('--epochs', type=int, default=5)
+    p.add_argument('--n-per-class', type=int, default=None)
+    p.add_argument('--rows', default='vanilla')
+    p.add_argument('--seeds', default='0')
+    p.add_argument('--modes', default='finetune')
+    p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--task', default='fashion4_50')
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--csv', default=None, help='table: also write the summary of the documented settings here')
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.cmd == 'pretrain': pretrain(a.arch, a.epochs, a.n_per_class)
+    elif a.cmd == 'run': run(a.arch, a.rows.split(','), [int(s) for s in a.seeds.split(',')], a.modes.split(','), a.epochs, a.lr, a.task)
+    else: table(a.csv)
