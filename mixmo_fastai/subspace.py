@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-import functools
+import functools, sys
 from .callback import check_finite_batch, publish_member_logits
 from .surgery import unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, _se_note, recreate_opt
 
@@ -231,9 +231,11 @@ def _cos2(layers:list, pairs:list=None)->Tensor:
 # %% ../nbs/30_subspace.ipynb #55c52ac1
 def _train_pass(dls):
     "The training data in a fixed order, every item once: repeated estimates give the same statistics"
-    from fastai.distributed import DistributedDL
-    # under `distrib_ctx` each process estimates on its own shard; `update_bn` averages over the processes
-    return dls.train if isinstance(dls.train, DistributedDL) else dls.train.new(shuffle=False, drop_last=False)
+    # under `distrib_ctx` each process estimates on its own shard; `update_bn` averages over the processes. A
+    # `DistributedDL` exists only once `fastai.distributed` is imported, which needs `accelerate` (not a dependency)
+    dist = sys.modules.get('fastai.distributed')
+    if dist is not None and isinstance(dls.train, dist.DistributedDL): return dls.train
+    return dls.train.new(shuffle=False, drop_last=False)
 
 def _average_over_processes(bns):
     "Mean of the running statistics over the processes of a distributed run (a no-op otherwise)"

@@ -109,3 +109,14 @@ def test_refuses_to_convert_a_wrapped_model(dls):
     learn = Learner(dls, nn.DataParallel(digits_net(8)), loss_func=CrossEntropyLossFlat())
     learn.add_cb(LinesSubspace())
     with pytest.raises(RuntimeError, match='pass it to the Learner'): _fit(learn, 1, 1e-2)
+
+def test_bn_update_without_accelerate():
+    "fastai.distributed needs `accelerate`, which is not a dependency: the BatchNorm re-estimation must not import it (found by the GPU set-up's rehearsal)"
+    import subprocess, sys
+    code = ("import sys; sys.modules['accelerate'] = None\n"  # as if it were not installed
+            "from fastai.vision.all import *\nfrom mixmo_fastai.all import *\n"
+            "learn = Learner(digits_dls(bs=64), digits_net(8), cbs=LinesSubspace())\n"
+            "with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)\n"
+            "assert 'fastai.distributed' not in sys.modules\nprint(learn.validate())")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
