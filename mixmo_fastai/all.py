@@ -11,3 +11,4 @@ from .bench import *
 from .mixmo_data import *
 from .subspace import *
 from .swa import *
+from .shift import *
