@@ -284,7 +284,7 @@ def _convert(cb, reset_opt=False):
 
 def _start_members(cb):
     "`encoder_init='auto'` on the first fit: copies of member 0's encoder when part of the model is frozen (pretrained), the fresh ones otherwise"
-    if not getattr(cb, '_init_pending', False) or cb.in_lr_find: return
+    if not cb._init_pending or cb.in_lr_find: return
     cb._init_pending,cb.encoder_init_used = False,resolve_member_init('auto', cb.learn.model, cb.pretrained_init)
     for l in cb.encoders.layers[1:]: restart_member(l, cb.encoders.layers[0], cb.encoder_init_used)
 
@@ -313,6 +313,7 @@ class MixMo(MixingCallback):
     "MixMo (Ramé et al. 2021): `n_members` subnetworks in one CNN, trained on mixed features of `n_members` inputs"
     run_valid,_warned = True,False
     pretrained_init = 'copy'  # what encoder_init='auto' gives when the first fit starts with a frozen (pretrained) body
+    _init_pending = False  # encoder_init='auto' not decided yet (set by the conversion)
     def __init__(self,
         n_members:int=2, # M: number of subnetworks
         alpha:float=2., # Ratios ~ Beta(alpha, alpha) (Dirichlet for M > 2), per sample; `alpha <= 0` gives equal ratios

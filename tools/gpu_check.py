@@ -3,7 +3,7 @@ fp32, `to_fp16()` and `to_bf16()`, then `get_preds` and `export`/`load_learner`;
 in each precision (medians over interleaved rounds, warm-up dropped; CUDA events on a GPU), inference time, peak
 GPU memory and host reads per training step. Writes gpu_check.md (one markdown table) and gpu_check.csv.
 
-    python tools/gpu_check.py --out gpu_out           # on a GPU: batches of 128, 32x32, under 5 minutes on one GPU
+    python tools/gpu_check.py --out gpu_out           # on a GPU: batches of 128, 32x32 (sized for under 5 minutes; not yet run on one)
     python tools/gpu_check.py --tiny --out /tmp/gc    # on a CPU (CI runs this): batches of 8, 16x16, the same code paths
 
 On a GPU machine that has PyTorch, torchvision, timm, pandas and scikit-learn but no fastai and no package index,
