@@ -10,20 +10,22 @@ import contextlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
 from fastai.callback.core import event
-from .data import digits_dls, hard_digits_dls, digits_net, digits_ood_dl, fashion_mnist_dls, digits_as_ood_dl
+from .data import (digits_dls, hard_digits_dls, digits_net, digits_ood_dl, fashion_mnist_dls, digits_as_ood_dl,
+                               fashion_mnist_ood_dl, FASHION_NEAR_OOD_SPLIT)
 from .metrics import *
 from .callback import publish_member_logits
 from .manifold import ManifoldMixup, OutputMixup, DynamicManifoldMixup, DynamicOutputMixup, PatchUp
 from .mixmo import MIMO, LinearMixMo, CutMixMo
 from .subspace import SubspaceCallback, LinesSubspace
 from .swa import SWA
+from .shift import corruption_report, shift_summary
 
 # %% auto #0
-__all__ = ['METHODS', 'DEFAULT_BENCH', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble', 'BenchError', 'Method',
-           'rows_of', 'check_methods', 'check_options', 'Task', 'check_task', 'get_dls', 'arch_channels', 'get_model',
-           'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps', 'time_inference',
-           'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing', 'timing_table', 'welch_p',
-           'markdown_table', 'run_bench']
+__all__ = ['METHODS', 'DEFAULT_BENCH', 'SHIFT_IMAGES', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble',
+           'BenchError', 'Method', 'rows_of', 'check_methods', 'check_options', 'Task', 'check_task', 'get_dls',
+           'arch_channels', 'get_model', 'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps',
+           'time_inference', 'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing',
+           'timing_table', 'welch_p', 'markdown_table', 'shift_table', 'run_bench']
 
 # %% ../nbs/45_bench.ipynb #7b908b10
 class DeepEnsemble(nn.Module):
@@ -111,6 +113,7 @@ def check_methods(methods)->list:
 _OPTION_RULES = {
     **{k: (lambda v: v >= 1, 'must be at least 1') for k in ('epochs', 'seeds', 'width', 'bs', 'size', 'rounds', 'steps', 'n')},
     'lr': (lambda v: v > 0, 'must be positive'),
+    'shift_images': (lambda v: v >= 0, 'must be 0 (none) or more'),
     'compute': (lambda v: v == 0 or v >= 1, "is a multiple of vanilla's compute: 0 (none) or at least 1"),
 }
 
@@ -118,17 +121,21 @@ def check_options(**options):
     "Refuse the options out of range, each named as the command line names it (`None`: not given, not checked)"
     for k, v in options.items():
         ok, rule = _OPTION_RULES[k]
-        if v is not None and not ok(v): raise BenchError(f"--{k} {rule}, got {v}")
+        if v is not None and not ok(v): raise BenchError(f"--{k.replace('_', '-')} {rule}, got {v}")
 
 # %% ../nbs/45_bench.ipynb #0770cddc
 class Task:
-    "An embedded benchmark task: its data, its out-of-distribution data and the number of epochs its benchmark uses by default"
+    "An embedded benchmark task: its data, its out-of-distribution data and the defaults its benchmark uses"
     def __init__(self,
         doc:str, # One line for the help and the README
         dls:callable, # `dls(bs=, size=, channels=, device=)` -> `DataLoaders`
         epochs:int=10, # Default epochs of `run_bench` on this task
-        ood:callable=digits_ood_dl, # `ood(dls)` -> an unlabelled `DataLoader` of images of none of the classes
+        ood:callable=digits_ood_dl, # `ood(dls)` -> an unlabelled `DataLoader` of images of none of the classes (far-OOD)
+        near_ood:callable=None, # `near_ood(dls)` -> near-OOD images: like the training ones but of other classes (None: none)
+        shift_images:int=0, # Default validation images corrupted for the shift columns (0: no shift columns)
     ): store_attr()
+
+SHIFT_IMAGES = 128  # validation images corrupted by every kind at every severity, on the CPU tasks
 
 TASKS = {
     'digits': Task("scikit-learn's 1,797 handwritten digits, 8x8, 1,438 train / 359 valid: saturated, "
@@ -137,9 +144,16 @@ TASKS = {
                         "a plain digits_net reaches about 78%, with room to rank methods", hard_digits_dls, epochs=40),
     'fashion_mnist': Task("Fashion-MNIST (real photos, 28x28; Debian's dataset-fashion-mnist): a balanced 2,000 of the "
                           "60,000 training images, 3,000 of the official 10,000 test images, OOD: digits scaled to 28x28",
-                          partial(fashion_mnist_dls, n_per_class=200, n_valid_per_class=300), epochs=10, ood=digits_as_ood_dl),
+                          partial(fashion_mnist_dls, n_per_class=200, n_valid_per_class=300), epochs=10,
+                          ood=digits_as_ood_dl, shift_images=SHIFT_IMAGES),
+    'fashion6': Task("Fashion-MNIST's six classes T-shirt/top, Trouser, Pullover, Dress, Coat, Bag (a balanced 1,200 "
+                     "training images, 1,800 test images), near-OOD: 1,200 test images of the four others (Sandal, Shirt, "
+                     "Sneaker, Ankle boot), far-OOD: digits scaled to 28x28",
+                     partial(fashion_mnist_dls, n_per_class=200, n_valid_per_class=300, classes=FASHION_NEAR_OOD_SPLIT[0]),
+                     epochs=10, ood=digits_as_ood_dl, near_ood=partial(fashion_mnist_ood_dl, n_per_class=300),
+                     shift_images=SHIFT_IMAGES),
     'fashion_mnist_full': Task("Fashion-MNIST, all 60,000 training and 10,000 test images (for a GPU), OOD: digits "
-                               "scaled to 28x28", fashion_mnist_dls, epochs=20, ood=digits_as_ood_dl),
+                               "scaled to 28x28", fashion_mnist_dls, epochs=20, ood=digits_as_ood_dl, shift_images=2000),
 }
 
 def check_task(task:str)->str:
@@ -239,24 +253,33 @@ def train_method(
 def evaluate(
     learn:Learner, n_bins:int=15,
     ood_dl:DataLoader=None, # Out-of-distribution data: adds the AUROC and FPR at 95% TPR of the maximum probability
+    near_ood_dl:DataLoader=None, # Near-OOD data: the same, prefixed `near_ood_`
+    shift_images:int=0, # Corrupt the first `shift_images` validation images by every kind and severity of `shift.CORRUPTIONS`
 )->dict:
-    "Accuracy, NLL, ECE, Brier, AURC, members' accuracy and diversity on the validation set (OOD detection), and the logits"
+    "Accuracy, NLL, ECE, Brier, AURC, members' accuracy and diversity on the validation set (OOD detection, scores under shift), and the logits"
     with learn.no_bar(): logits, members, targs = get_member_preds(learn)
     ms = members if members is not None else logits[:, None]
     res = dict(**calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs),
                member_accuracy=member_accuracies(ms, targs).tolist(), disagreement=disagreement(ms),
                ratio_errors=ratio_errors(ms, targs))
-    if ood_dl is not None:
-        with learn.no_bar(): ood_logits = get_member_preds(learn, ood_dl)[0]
-        ood = ood_detection(max_prob(logits), max_prob(ood_logits))
-        res.update(ood_auroc=ood['auroc'], ood_fpr95=ood['fpr95'])
-    return dict(**res, logits=logits, targs=targs)
+    scores = []  # every score of `ood_report`, for the ensemble and each member
+    for name, dl in (('ood', ood_dl), ('near_ood', near_ood_dl)):
+        if dl is None: continue
+        with learn.no_bar(): rep = ood_report(learn, dl)
+        res[f'{name}_auroc'], res[f'{name}_fpr95'] = rep.loc[('ensemble', 'msp'), ['auroc', 'fpr95']].tolist()
+        scores.append(rep.reset_index().assign(ood=name))
+    if shift_images:
+        n_batches = math.ceil(min(shift_images, len(learn.dls.valid_ds)) / learn.dls.valid.bs)
+        with learn.no_bar(): s = shift_summary(corruption_report(learn, n_batches=n_batches, progress=False)).loc['all']
+        res.update(shift_accuracy=s['accuracy'], shift_nll=s['nll'], shift_ece=s['ece'])
+    return dict(**res, logits=logits, targs=targs, ood_scores=pd.concat(scores) if scores else None)
 
-def evaluations(method:str, learn:Learner, ood_dl:DataLoader=None)->dict:
+def evaluations(method:str, learn:Learner, ood_dl:DataLoader=None, near_ood_dl:DataLoader=None, shift_images:int=0)->dict:
     "Row name -> `evaluate` result for each evaluation variant of `method`"
     res = {}
     for row, context in (METHODS[method].evals or {method: None}).items():
-        with (context(learn) if context is not None else contextlib.nullcontext()): res[row] = evaluate(learn, ood_dl=ood_dl)
+        with (context(learn) if context is not None else contextlib.nullcontext()):
+            res[row] = evaluate(learn, ood_dl=ood_dl, near_ood_dl=near_ood_dl, shift_images=shift_images)
     return res
 
 
@@ -492,6 +515,43 @@ def markdown_table(df)->str:
                  "lower is better.")
     return '\n'.join(lines)
 
+_SHIFT_COLS = ['shift_accuracy', 'shift_nll', 'shift_ece', 'near_ood_auroc', 'near_ood_fpr95']
+
+def _shift_columns(rr, ref)->dict:
+    "Means of the shift and near-OOD columns a run has, with the corrupted accuracy's and NLL's difference to vanilla and Welch's p"
+    res = {c: rr[c].mean() if c in rr else float('nan') for c in _SHIFT_COLS}
+    for c in ('shift_accuracy', 'shift_nll'):
+        res[f'{c}_std'] = (rr[c].std() if len(rr) > 1 else 0.) if c in rr else float('nan')  # nan: not measured
+        res[f'd_{c}'] = rr[c].mean() - ref[c].mean() if c in rr else float('nan')
+        res[f'p_{c}'] = welch_p(rr[c], ref[c]) if c in rr else float('nan')
+    return res
+
+def shift_table(df)->str:
+    "The benchmark's robustness columns as a markdown table: corrupted accuracy, NLL, ECE, far- and near-OOD detection"
+    has = lambda c: c in df and df[c].notna().any()
+    if not (has('shift_accuracy') or has('near_ood_auroc') or has('ood_auroc')): return ''
+    f = lambda r, c, d=4: '—' if np.isnan(r[c]) else f"{r[c]:.{d}f}"
+    star = lambda p: '*' if p < 0.05 else ''
+    def vs(r):
+        if r['method'] == 'vanilla' or np.isnan(r['d_shift_accuracy']): return '—'
+        return (f"{100*r['d_shift_accuracy']:+.1f} pt{star(r['p_shift_accuracy'])} / "
+                f"{r['d_shift_nll']:+.3f}{star(r['p_shift_nll'])}")
+    lines = ["| method | budget | clean accuracy | corrupted accuracy (mean ± std) | corrupted NLL (mean ± std) | "
+             "corrupted ECE | far-OOD AUROC / FPR95 | near-OOD AUROC / FPR95 | vs vanilla, corrupted: accuracy / NLL |",
+             '|' + '---|'*9]
+    for _, r in df.iterrows():
+        acc = '—' if np.isnan(r['shift_accuracy']) else f"{r['shift_accuracy']:.4f} ± {r['shift_accuracy_std']:.4f}"
+        nll = '—' if np.isnan(r['shift_nll']) else f"{r['shift_nll']:.4f} ± {r['shift_nll_std']:.4f}"
+        lines.append(f"| {r['method']} | {r['budget']} | {r['accuracy']:.4f} | {acc} | {nll} | {f(r, 'shift_ece')} | "
+                     f"{f(r, 'ood_auroc', 3)} / {f(r, 'ood_fpr95', 3)} | {f(r, 'near_ood_auroc', 3)} / {f(r, 'near_ood_fpr95', 3)} | "
+                     f"{vs(r)} |")
+    lines.append("\nCorrupted: the mean over every kind of `shift.CORRUPTIONS` at severities 1-5 on the first validation "
+                 "images (`--shift-images`; measured at equal epochs only). OOD: the maximum probability telling the validation images from the "
+                 "far-OOD set (the task's OOD set) and the near-OOD set (held-out classes); every other score of "
+                 "`ood_report`, for the ensemble and each member, is in ood_scores.csv. `*`: p < 0.05 in Welch's t-test "
+                 "over the seeds.")
+    return '\n'.join(lines)
+
 COMPUTE_MATCHED = ['mimo', 'linear_mixmo', 'cutmixmo', 'lines']
 
 def _plan(methods, epochs, compute, compute_methods, ratio):
@@ -526,9 +586,11 @@ def run_bench(
     task:str='digits', # Embedded task, a name of `TASKS`
     compute:float=2., # Equal-compute budget, as a multiple of vanilla's training compute at `epochs` (0: none)
     compute_methods:list=None, # Methods also trained at that budget, with fewer epochs where a step costs more (default: `COMPUTE_MATCHED`)
+    shift_images:int=None, # Validation images corrupted for the shift columns (None: the task's default; 0: none)
 )->pd.DataFrame:
-    "Train every method for every seed at equal epochs and at equal compute; write runs.csv, results.csv, results.md and plots"
-    check_options(seeds=seeds, epochs=epochs, lr=lr, width=width, bs=bs, size=size, rounds=n_rounds, steps=steps, compute=compute)
+    "Train every method for every seed at equal epochs and at equal compute; write runs.csv, results.csv, results.md, ood_scores.csv and plots"
+    check_options(seeds=seeds, epochs=epochs, lr=lr, width=width, bs=bs, size=size, rounds=n_rounds, steps=steps, compute=compute,
+                  shift_images=shift_images)
     methods = check_methods(methods or DEFAULT_BENCH)
     methods = ['vanilla'] + [m for m in methods if m != 'vanilla']
     task = check_task(task)
@@ -540,6 +602,8 @@ def run_bench(
     dls = get_dls(data, bs, size, channels, task=task)
     # the embedded tasks have an OOD set: the held-out digits' pixels shuffled, or the digits for Fashion-MNIST
     ood_dl = TASKS[task].ood(dls) if data is None else None
+    near_ood_dl = TASKS[task].near_ood(dls) if data is None and TASKS[task].near_ood else None
+    shift_images = ifnone(shift_images, TASKS[task].shift_images if data is None else 0)
     t0 = time.perf_counter()
     # training steps first, on fresh learners: the equal-compute budget needs each method's cost
     log(f"timing training steps of {len(methods)} methods, {n_rounds} rounds of {steps} steps")
@@ -547,15 +611,17 @@ def run_bench(
     step = interleaved_medians({m: partial(time_train_steps, fresh[m], steps) for m in methods}, n_rounds)
     ratio = {m: step[m] / step['vanilla'] for m in methods}
     plan = _plan(methods, epochs, compute, cmethods, ratio)
-    runs, logits, trained, cache = [], {}, {}, {}
+    runs, logits, trained, cache, scores = [], {}, {}, {}, []
     for seed in range(seeds):
         for m, budget, ep in plan:
             t = time.perf_counter()
             learn = train_method(m, dls, ep, lr, seed, arch, width, quiet=True, trained=cache)
             if m == 'vanilla': cache[(m, seed, ep)] = learn
-            for row, r in evaluations(m, learn, ood_dl).items():
-                lg, tg = r.pop('logits'), r.pop('targs')
+            # the shift columns at equal epochs only: each costs 80 passes over the corrupted images
+            for row, r in evaluations(m, learn, ood_dl, near_ood_dl, shift_images if budget == 'epochs' else 0).items():
+                lg, tg, sc = r.pop('logits'), r.pop('targs'), r.pop('ood_scores')
                 label = _label(row, budget)
+                if sc is not None: scores.append(sc.assign(label=label, seed=seed))
                 if budget == 'epochs':
                     prev = logits.get(row)
                     logits[row] = (lg, tg) if prev is None else (torch.cat([prev[0], lg]), torch.cat([prev[1], tg]))
@@ -577,6 +643,7 @@ def run_bench(
     runs = pd.DataFrame(runs)
     runs['member_accuracy'] = runs['member_accuracy'].map(lambda a: ' '.join(f'{x:.4f}' for x in a))
     runs.to_csv(out/'runs.csv', index=False)
+    if scores: pd.concat(scores).to_csv(out/'ood_scores.csv', index=False)
     rows = []
     for label in dict.fromkeys(runs['label']):
         rr = runs[runs['label'] == label]
@@ -593,13 +660,14 @@ def run_bench(
                          ratio_errors=rr['ratio_errors'].mean(), aurc=rr['aurc'].mean(),
                          ood_auroc=rr['ood_auroc'].mean() if 'ood_auroc' in rr else float('nan'),
                          ood_fpr95=rr['ood_fpr95'].mean() if 'ood_fpr95' in rr else float('nan'),
+                         **_shift_columns(rr, ref),
                          d_accuracy=acc - ref['accuracy'].mean(), p_accuracy=welch_p(rr['accuracy'], ref['accuracy']),
                          d_nll=rr['nll'].mean() - ref['nll'].mean(), p_nll=welch_p(rr['nll'], ref['nll']),
                          train_step_ms=1e3*step[row_of[row]], infer_batch_ms=1e3*infer[row],
                          train_ratio=ratio[row_of[row]], infer_ratio=infer[row] / infer['vanilla'], seeds=len(rr)))
     df = pd.DataFrame(rows)
     df.to_csv(out/'results.csv', index=False)
-    (out/'results.md').write_text(markdown_table(df) + '\n')
+    (out/'results.md').write_text(markdown_table(df) + '\n\n' + shift_table(df) + '\n')
     _plot_quality(df, runs, out/'accuracy_nll.png')
     _plot_reliability(logits, out/'reliability.png')
     log(f"done in {time.perf_counter() - t0:.0f} s; wrote {out/'results.md'}, results.csv, runs.csv, accuracy_nll.png, reliability.png")

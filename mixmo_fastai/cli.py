@@ -202,6 +202,9 @@ def _parser():
                    "its callbacks' own time per step and its inference time × vanilla (medians over --rounds interleaved "
                    "rounds of --steps batches); writes timing.md and timing.csv to --out")
     b.add_argument('--compute-methods', default=','.join(COMPUTE_MATCHED), help="methods trained at the equal-compute budget")
+    b.add_argument('--shift-images', type=int, default=None, help="validation images corrupted by every kind of "
+                   "mixmo_fastai.shift at severities 1-5 for the shift columns (default: the task's, "
+                   + ', '.join(f"{k} {t.shift_images}" for k, t in TASKS.items()) + "; 0: none)")
     _common(b, epochs=None)
     s = sub.add_parser('show', help="picture of what a method does to a batch (PNG)")
     s.add_argument('--method', default='cutmixmo', help=f"one of: {names}")
@@ -235,8 +238,9 @@ def main(argv=None):
         elif args.command == 'bench':
             df = run_bench(args.methods, args.seeds, args.epochs, args.lr, args.arch, args.width, args.bs, args.size,
                            args.data, args.out, args.rounds, args.steps, task=args.task, compute=args.compute,
-                           compute_methods=args.compute_methods)
+                           compute_methods=args.compute_methods, shift_images=args.shift_images)
             print(markdown_table(df))
+            if shift_table(df): print('\n' + shift_table(df))
         elif args.command == 'show':
             out = args.out or f'show_{args.method}.png'
             show_mixing(args.method, args.n, args.seed, out, args.data, args.size, args.bs, args.arch, args.width, args.task)

@@ -12,10 +12,11 @@ from fastai.vision.all import *
 
 
 # %% auto #0
-__all__ = ['OOD_KINDS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'digits_arrays', 'digits_split', 'digits_block',
-           'digits_dls', 'digits_net', 'distort_digits', 'hard_digits_arrays', 'hard_digits_block', 'hard_digits_dls',
-           'digits_ood_arrays', 'digits_ood_dl', 'read_idx', 'fashion_mnist_path', 'fashion_mnist_arrays',
-           'fashion_mnist_block', 'fashion_mnist_dls', 'digits_as_ood_dl']
+__all__ = ['OOD_KINDS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'FASHION_NEAR_OOD_SPLIT', 'digits_arrays', 'digits_split',
+           'digits_block', 'digits_dls', 'digits_net', 'distort_digits', 'hard_digits_arrays', 'hard_digits_block',
+           'hard_digits_dls', 'digits_ood_arrays', 'digits_ood_dl', 'read_idx', 'fashion_mnist_path',
+           'fashion_mnist_arrays', 'fashion_mnist_block', 'fashion_mnist_dls', 'digits_as_ood_dl',
+           'fashion_mnist_ood_dl']
 
 # %% ../nbs/02_data.ipynb #11938f2a
 def digits_arrays()->tuple[np.ndarray, np.ndarray]:
@@ -352,17 +353,37 @@ def fashion_mnist_dls(
     dblock = fashion_mnist_block(path, n_per_class, n_valid_per_class, size, channels, seed, batch_tfms, download, classes)
     return dblock.dataloaders(None, bs=bs, device=device, num_workers=kwargs.pop('num_workers', 0), **kwargs)
 
-# %% ../nbs/02_data.ipynb #5e6b9b41
+# %% ../nbs/02_data.ipynb #9c6f46e8
+def _as_ood_dl(dls:DataLoaders, images:np.ndarray, bs:int=None, who:str='this function')->TfmdDL:
+    "An unlabelled `DataLoader` of grey `uint8` `images`, resized and formatted (grey or RGB) like the items of `dls`"
+    item = dls.valid_ds[0] if len(dls.valid_ds) else None
+    x = item[0] if isinstance(item, tuple) else item
+    if not isinstance(x, PILImage): raise TypeError(f"{who} makes images in the format of image DataLoaders "
+                                                    f"(PILImage/PILImageBW items); the validation items are {type(x).__name__}")
+    grey = [PILImageBW.create(im).resize(x.size, Image.BILINEAR) for im in images]
+    ood = grey if isinstance(x, PILImageBW) else [PILImage.create(np.stack([np.array(g)]*3, -1)) for g in grey]
+    return dls.test_dl(ood, bs=ifnone(bs, dls.valid.bs))
+
 def digits_as_ood_dl(
     dls:DataLoaders, # Image `DataLoaders` (Fashion-MNIST's, or any of grey or RGB images): the digits get its size and format
     bs:int=None, # Batch size (default: that of `dls.valid`)
 )->TfmdDL:
     "An unlabelled `DataLoader` of scikit-learn's 359 held-out digits, resized to the images of `dls`: out-of-distribution data"
-    item = dls.valid_ds[0] if len(dls.valid_ds) else None
-    x = item[0] if isinstance(item, tuple) else item
-    if not isinstance(x, PILImage): raise TypeError("digits_as_ood_dl makes images in the format of image DataLoaders "
-                                                    f"(PILImage/PILImageBW items); the validation items are {type(x).__name__}")
     images, _ = digits_arrays()
-    grey = [PILImageBW.create(im).resize(x.size, Image.BILINEAR) for im in images[digits_split(len(images))[1]]]
-    ood = grey if isinstance(x, PILImageBW) else [PILImage.create(np.stack([np.array(g)]*3, -1)) for g in grey]
-    return dls.test_dl(ood, bs=ifnone(bs, dls.valid.bs))
+    return _as_ood_dl(dls, images[digits_split(len(images))[1]], bs, 'digits_as_ood_dl')
+
+# %% ../nbs/02_data.ipynb #88548788
+FASHION_NEAR_OOD_SPLIT = (('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Bag'),
+                          ('Sandal', 'Shirt', 'Sneaker', 'Ankle boot'))  # (trained, held out as near-OOD)
+
+def fashion_mnist_ood_dl(
+    dls:DataLoaders, # Image `DataLoaders` trained on other Fashion-MNIST classes (or any images): the format to give
+    classes:list=FASHION_NEAR_OOD_SPLIT[1], # The held-out classes (names or indices)
+    n_per_class:int=None, # Test images per class, a balanced subset (None: all 1,000)
+    bs:int=None, # Batch size (default: that of `dls.valid`)
+    seed:int=0, # Seed of the subset
+    path=None, # A folder with the four idx files (None: where Debian's package puts them)
+)->TfmdDL:
+    "An unlabelled `DataLoader` of the official test images of Fashion-MNIST `classes`: near-OOD data for a model trained without them"
+    _, _, images, _ = fashion_mnist_arrays(path, n_valid_per_class=n_per_class, seed=seed, classes=classes)
+    return _as_ood_dl(dls, images, bs, 'fashion_mnist_ood_dl')

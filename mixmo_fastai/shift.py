@@ -12,8 +12,8 @@ from fastai.vision.core import TensorImage
 from .metrics import get_member_preds, calibration_metrics, member_accuracies
 
 # %% auto #0
-__all__ = ['CORRUPTIONS', 'check_corruption', 'corrupt', 'Corrupt', 'corrupted_dl', 'corruption_report', 'shift_summary',
-           'plot_shift']
+__all__ = ['CORRUPTIONS', 'check_corruption', 'corrupt', 'plot_corruptions', 'Corrupt', 'corrupted_dl', 'corruption_report',
+           'shift_summary', 'plot_shift']
 
 # %% ../nbs/42_shift.ipynb #a53e62c0
 def _rand(g, *shape): return torch.rand(*shape, generator=g)
@@ -157,6 +157,31 @@ def corrupt(
     out = fn(x.float(), params[severity - 1], g)
     return out.clamp(0, 1).to(x.dtype)
 
+# %% ../nbs/42_shift.ipynb #61eaafef
+def plot_corruptions(
+    img:Tensor, # One image `(C, H, W)` or `(1, C, H, W)` in [0, 1]
+    kinds:list=None, # Default: every kind of `CORRUPTIONS`
+    severities:list=(1, 2, 3, 4, 5),
+    seed:int=0,
+    size:float=1.0, # Inches per picture
+):
+    "The image, clean and under every kind (rows) at every severity (columns)"
+    import matplotlib.pyplot as plt
+    img = img[None] if img.dim() == 3 else img
+    kinds = ifnone(kinds, list(CORRUPTIONS))
+    for k in kinds: check_corruption(k, 1)
+    fig, axs = plt.subplots(len(kinds), len(severities) + 1, figsize=(size * (len(severities) + 1.6), size * len(kinds)),
+                            squeeze=False)
+    show = lambda ax, x: ax.imshow(x[0].permute(1, 2, 0).clamp(0, 1).squeeze(-1).cpu(), cmap='gray', vmin=0, vmax=1)
+    for i, kind in enumerate(kinds):
+        for j, s in enumerate([0, *severities]):
+            ax = axs[i, j]; ax.set_xticks([]); ax.set_yticks([])
+            show(ax, img if s == 0 else corrupt(img, kind, s, seed))
+            if i == 0: ax.set_title('clean' if s == 0 else f'severity {s}', fontsize=7)
+        axs[i, 0].set_ylabel(kind, fontsize=7, rotation=0, ha='right', va='center')
+    fig.tight_layout(pad=0.2)
+    return axs
+
 # %% ../nbs/42_shift.ipynb #2b9cc7b4
 class Corrupt(Transform):
     "Batch transform: corrupt the images (after `IntToFloatTensor`, before `Normalize`)"
@@ -170,8 +195,9 @@ def corrupted_dl(
     severity:int, # 1 to 5
     seed:int=0,
 )->DataLoader:
-    "A copy of `dl`, unshuffled, whose images are corrupted before normalisation"
-    return dl.new(shuffle=False, after_batch=Pipeline([*dl.after_batch.fs, Corrupt(kind, severity, seed)]))
+    "A copy of `dl` (its items, unshuffled), whose images are corrupted before normalisation"
+    # `new` would go back to the whole dataset: keep the items `dl` gives (a subset made with `dl.new(n=...)`)
+    return dl.new(shuffle=False, n=dl.n, after_batch=Pipeline([*dl.after_batch.fs, Corrupt(kind, severity, seed)]))
 
 # %% ../nbs/42_shift.ipynb #38050562
 def _metrics(learn, dl):
@@ -188,6 +214,7 @@ def corruption_report(
     severities:list=(1, 2, 3, 4, 5),
     seed:int=0,
     n_batches:int=None, # Evaluate on the first `n_batches` batches only (None: all)
+    progress:bool=True, # Show a progress bar over the kinds
 )->pd.DataFrame:
     "Accuracy, NLL, ECE, Brier (and members' accuracy) on the clean data (severity 0) and under every corruption"
     dl = ifnone(dl, learn.dls.valid)
@@ -195,7 +222,7 @@ def corruption_report(
     kinds = ifnone(kinds, list(CORRUPTIONS))
     for k in kinds: check_corruption(k, 1)
     rows = [dict(kind='clean', severity=0, **_metrics(learn, dl))]
-    for k in progress_bar(kinds, leave=False):
+    for k in (progress_bar(kinds, leave=False) if progress else kinds):
         for s in severities: rows.append(dict(kind=k, severity=s, **_metrics(learn, corrupted_dl(dl, k, s, seed))))
     return pd.DataFrame(rows)
 
