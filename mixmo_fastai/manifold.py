@@ -214,13 +214,13 @@ class _SiteMixing(MixingCallback):
     def after_fit(self): self._remove_hook()
 
     def _report(self, use_input:bool):
-        "Say once where this callback mixes"
+        "Say once where this callback mixes, through fastai's logger (silent under `learn.no_logging()`)"
         names = {id(m): n for n, m in unwrap_model(self.learn.model).named_modules()}
         sites = ['input'] if use_input else []
         sites += [f"{names.get(id(m), '?')} ({type(m).__name__})" for m in self._site_mods]
         self.sites,self._reported = sites,True
         note = '' if use_input or not self.use_input_mixup else ' (input left out: not all inputs are floating tensors)'
-        print(f"{type(self).__name__}: {len(sites)} sites ({self._rule}), one drawn per batch{note}: " + ', '.join(sites))
+        self.learn.logger(f"{type(self).__name__}: {len(sites)} sites ({self._rule}), one drawn per batch{note}: " + ', '.join(sites))
 
     def __getstate__(self):
         d = self.__dict__.copy()

@@ -11,7 +11,7 @@ from fastai.basics import *
 from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
-from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, _se_note, set_module, recreate_opt
+from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, recreate_opt
 # MixMo's tensor functions live in `mixing`; `from mixmo_fastai.mixmo import *` still gives them
 _all_ = ['mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits',
          'seen_fraction', 'member_permutations', 'member_input_mix', 'member_views']
@@ -214,26 +214,22 @@ def _output_shape(layer:nn.Module, x:Tensor, cache:dict)->tuple:
 
 def _depthwise_msg(who, n_epoch, spatial):
     return (f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for {n_epoch} epochs, "
-            f"its members mixed on a {'x'.join(map(str, spatial)) or 'flat'} map: measured on timm's efficientnet_b0 "
-            "(fit_one_cycle(n, 1e-2); 6 epochs: mean of seeds 0-2, 20 and 60: seed 0) on digits at 16x16 (an 8x8 "
-            "map), plain training reached 0.937 at 6 epochs and 0.975 at 20, CutMixMo 0.565 and 0.710 (0.900 at 60), "
-            "LinearMixMo 0.695 and 0.955, MIMO() (equal ratios, no box) 0.782 and 0.914; on digits at 32x32 "
-            "(a 16x16 map; 20 epochs: mean of seeds 0-1), plain training 0.952 and 0.979, CutMixMo 0.735 and 0.965, "
-            "LinearMixMo 0.873 at 6 epochs. Use inputs that give a map of 16x16 or more (and 20 epochs or more for CutMixMo's box masks), "
-            "or MIMO()")
+            f"its members mixed on a {'x'.join(map(str, spatial)) or 'flat'} map: a setting measured to lose to plain "
+            "training. Use inputs that give a map of 16x16 or more (and 20 epochs or more for CutMixMo's box masks), "
+            f"or MIMO(); the measurements: {measured_in('mixmo_depthwise')}")
 
 def _depthwise_warns(box_prob, alpha, n_epoch, spatial=())->bool:
-    "Whether MixMo was measured to lose on a network with depthwise convolutions at this budget and map size"
-    if alpha <= 0: return False  # MIMO's equal ratios: 83% of plain training at 6 epochs, 94% at 20
-    if min(spatial, default=0) >= 16: return box_prob > 0 and n_epoch < 20  # 6 epochs: boxes 77%, linear 92%
-    return n_epoch <= 20 if box_prob > 0 else n_epoch < 20
+    "Whether MixMo was measured to lose on a network with depthwise convolutions at this budget and map size (`MEASURED_LOSSES`)"
+    if alpha <= 0: return False  # MIMO's equal ratios
+    rule = MEASURED_LOSSES['mixmo_depthwise']
+    size = 'large' if min(spatial, default=0) >= rule['large_map'] else 'small'
+    return n_epoch < rule[f"{'box' if box_prob > 0 else 'linear'}_{size}_map"]
 
 def _keep_msg(who, n_epoch):
-    return (f"{who}(keep_frac=0) on an ordinary loader for {n_epoch} epochs: each member reads "
-            "its own permutation of every batch, which the benchmark measured to lose to plain training at short "
-            "budgets (mixmo-fastai bench --task hard_digits, 3 seeds: CutMixMo(keep_frac=0) 68.0% / NLL 1.06 at 20 "
-            "epochs and 76.5% / 0.73 at 40, against vanilla's 79.0% / 0.73 and 79.5% / 0.77). Use the default "
-            "keep_frac=0.5 (77.8% / 0.73 and 80.4% / 0.64) or train for longer")
+    return (f"{who}(keep_frac=0) on an ordinary loader for {n_epoch} epochs: each member reads its own permutation of "
+            "every batch, a setting the benchmark (mixmo-fastai bench --task hard_digits) measured to lose to plain "
+            "training at short budgets. Use the default keep_frac=0.5 or train for longer; the measurements: "
+            + measured_in('mixmo_independent_members'))
 
 def _small_batch_msg(n_members, bs):
     return (f"MixMo with {n_members} members reads {n_members} permutations of each batch of an ordinary "
@@ -266,11 +262,11 @@ def _warn_measured_loss(cb, spatial)->bool:
     "Warn about a configuration of `cb` (mixing on maps of shape `spatial`) that was measured to lose to plain training; whether it did"
     who, n_epoch, learn = type(cb).__name__, cb.n_epoch, cb.learn
     warns = _depthwise_warns(cb.box_prob, cb.alpha, n_epoch, spatial) and depthwise_convs(learn.model)
-    msg = (_depthwise_msg(who, n_epoch, spatial) + _se_note(learn.model, "plain training reached 0.952, CutMixMo 0.813 "
-           "and LinearMixMo 0.893 (0.937, 0.565 and 0.695 with them)")) if warns else None
+    msg = _depthwise_msg(who, n_epoch, spatial) + se_advice(learn.model) if warns else None
     dl = getattr(learn.dls, 'train', None)
     # a MixMo loader's members read independent samples by design
-    if cb.keep_frac == 0 and n_epoch < 60 and dl is not None and not getattr(dl, 'multi', False): msg = _keep_msg(who, n_epoch)
+    if (cb.keep_frac == 0 and n_epoch < MEASURED_LOSSES['mixmo_independent_members']['min_epochs'] and dl is not None
+        and not getattr(dl, 'multi', False)): msg = _keep_msg(who, n_epoch)
     if msg: warn(msg)
     return bool(msg)
 

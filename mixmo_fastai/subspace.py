@@ -12,13 +12,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 import functools, sys
 from .callback import check_finite_batch, publish_member_logits
-from .surgery import unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, _se_note, recreate_opt
+from .surgery import (unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, se_advice, MEASURED_LOSSES, measured_in, recreate_opt,
+    train_pass, reestimate_bn, bn_state, load_bn_state)
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
-           'to_subspace', 'set_point', 'sample_point', 'subspace_cos2', 'update_bn', 'bn_state', 'load_bn_state',
-           'collapse_subspace', 'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace',
-           'SimplexSubspace']
+           'to_subspace', 'set_point', 'sample_point', 'subspace_cos2', 'update_bn', 'collapse_subspace',
+           'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace', 'SimplexSubspace']
 
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
 def _renamed_args(**renames):
@@ -229,37 +229,6 @@ def _cos2(layers:list, pairs:list=None)->Tensor:
     return sum(dot(ws[i], ws[j])**2 / (norms[i] * norms[j]) for i, j in pairs)
 
 # %% ../nbs/30_subspace.ipynb #55c52ac1
-def _train_pass(dls):
-    "The training data in a fixed order, every item once: repeated estimates give the same statistics"
-    # under `distrib_ctx` each process estimates on its own shard; `update_bn` averages over the processes. A
-    # `DistributedDL` exists only once `fastai.distributed` is imported, which needs `accelerate` (not a dependency)
-    dist = sys.modules.get('fastai.distributed')
-    if dist is not None and isinstance(dls.train, dist.DistributedDL): return dls.train
-    return dls.train.new(shuffle=False, drop_last=False)
-
-def _average_over_processes(bns):
-    "Mean of the running statistics over the processes of a distributed run (a no-op otherwise)"
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return
-    n = torch.distributed.get_world_size()
-    for m in bns:
-        for t in (m.running_mean, m.running_var): torch.distributed.all_reduce(t); t.div_(n)
-
-def _bn_modules(model): return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
-
-def _bn_snapshot(bns)->list:
-    "Copies of the running statistics of `bns`, batch counts included"
-    return [{k: getattr(m, k).clone() for k in ('running_mean', 'running_var', 'num_batches_tracked')
-             if getattr(m, k) is not None} for m in bns]
-
-def _bn_restore(bns, snapshot):
-    with torch.no_grad():
-        for m, st in zip(bns, snapshot):
-            for k, t in st.items(): getattr(m, k).copy_(t)
-
-def _model_device(model):
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else None
-
 def update_bn(
     learn_or_model, # A `Learner` with a subspace callback, or a model converted by `to_subspace`
     dl=None, # Training data (default for a `Learner`: `learn.dls.train`, unshuffled, every item); batches are `(x, y, ...)`
@@ -268,41 +237,17 @@ def update_bn(
 ):
     "Re-estimate the BatchNorm running statistics of the model at `point` over `dl`; an exception leaves the model as it was"
     is_learn = hasattr(learn_or_model, 'dls')
-    model = learn_or_model.model if is_learn else learn_or_model
-    model = unwrap_model(model)  # DDP would broadcast rank 0's statistics at every forward
+    model = unwrap_model(learn_or_model.model if is_learn else learn_or_model)
     if dl is None:
         if not is_learn: raise ValueError("Pass the training data: `update_bn(model, dl, point)`")
-        dl = _train_pass(learn_or_model.dls)
-    layers, bns = subspace_layers(model), _bn_modules(model)
-    coeffs0, stats0, momenta, was_training = layers.attrgot('coeffs'), _bn_snapshot(bns), [m.momentum for m in bns], model.training
-    try:
+        dl = train_pass(learn_or_model.dls)
+    layers = subspace_layers(model)
+    coeffs0 = layers.attrgot('coeffs')
+    def _move():
         if point is not None or coeffs is not None: set_point(model, point, coeffs)
-        if not bns: return
-        for m in bns: m.reset_running_stats(); m.momentum = None  # None: cumulative average
-        n_inp, dev = getattr(dl, 'n_inp', 1), _model_device(model)
-        model.train()
-        with torch.no_grad():
-            for b in dl:
-                xb = b[:n_inp] if isinstance(b, (tuple, list)) else (b,)
-                model(*to_device(xb, dev))
-        _average_over_processes(bns)
-    except BaseException:
-        # an interrupted estimate (bad batch, Ctrl-C) puts back the point and the statistics it started from
+    def _back():
         for l, c in zip(layers, coeffs0): l.coeffs = c
-        _bn_restore(bns, stats0)
-        raise
-    finally:
-        for m, mo in zip(bns, momenta): m.momentum = mo
-        model.train(was_training)
-
-# %% ../nbs/30_subspace.ipynb #cc735728
-def bn_state(model:nn.Module)->list:
-    "Copies of the BatchNorm running statistics of `model`"
-    return [(m.running_mean.clone(), m.running_var.clone()) for m in _bn_modules(model)]
-
-def load_bn_state(model:nn.Module, state:list):
-    "Put back statistics saved by `bn_state`"
-    for m, (mean, var) in zip(_bn_modules(model), state): m.running_mean.copy_(mean); m.running_var.copy_(var)
+    reestimate_bn(model, dl, before=_move, undo=_back)
 
 # %% ../nbs/30_subspace.ipynb #7265e5c0
 def collapse_subspace(
@@ -405,15 +350,13 @@ def _check_unwrapped(learn, who:str):
 
 def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
     "Warn that a short fit barely trains a subspace of a network with depthwise convolutions on inputs of shape `spatial` (measured numbers); whether it warned"
-    # on 16x16 inputs measured to lose at 6 and 20 epochs, not at 60; on 32x32 at 6, not at 20
-    if n_epoch >= 60 or (n_epoch >= 20 and min(spatial, default=0) >= 32) or not depthwise_convs(model): return False
-    warn(f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for "
-         f"{n_epoch} epochs: measured on timm's efficientnet_b0 (digits at 16x16, fit_one_cycle(n, 1e-2)), "
-         "the line reached 0.364 at its midpoint and 0.603 as the ensemble of its ends at 6 epochs (seeds 0-2; "
-         "0.478 and 0.674 with shared='depthwise', which keeps those convolutions off the line), 0.440 and 0.783 "
-         "at 20 and 0.850 and 0.897 at 60 (seed 0), against plain training's 0.921 at 6 and 0.975 at 20; on digits at "
-         "32x32 its midpoint reached 0.669 at 6 epochs and 0.911 at 20, against 0.964 and 0.981 (seed 0). Train for 60 "
-         "epochs or more (20 with inputs of 32x32 or more), or use MIMO()" + _se_note(model, "the midpoint reached 0.589 against plain training's 0.952 (0.364 with them)"))
+    rule = MEASURED_LOSSES['subspace_depthwise']
+    size = 'large' if min(spatial, default=0) >= rule['large_input'] else 'small'
+    if n_epoch >= rule[f'{size}_input_epochs'] or not depthwise_convs(model): return False
+    warn(f"{who} on a network with depthwise convolutions (EfficientNet, MobileNet) for {n_epoch} epochs: a setting "
+         f"measured to leave the subspace barely trained. Train for {rule['small_input_epochs']} epochs or more "
+         f"({rule['large_input_epochs']} with inputs of {rule['large_input']}x{rule['large_input']} or more), or use "
+         f"MIMO(); the measurements: {measured_in('subspace_depthwise')}" + se_advice(model))
     return True
 
 class SubspaceCallback(Callback):
@@ -491,7 +434,7 @@ class SubspaceCallback(Callback):
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics at the evaluation point(s) over `dl` (default: the training data)"
-        states = _bn_states_at(self.learn.model, dl if dl is not None else _train_pass(self.learn.dls), self.eval_points)
+        states = _bn_states_at(self.learn.model, dl if dl is not None else train_pass(self.learn.dls), self.eval_points)
         self.bn_states,self.bn_fresh = (states if len(states) > 1 else None),True
         self._to_member(0)
     @contextmanager

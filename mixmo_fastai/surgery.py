@@ -9,11 +9,15 @@ from __future__ import annotations
 from copy import deepcopy
 from fastai.basics import *
 from fastai.callback.schedule import LRFinder
+from torch.nn.modules.batchnorm import _BatchNorm
+import sys
 
 # %% auto #0
-__all__ = ['conv_types', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs', 'is_squeeze_excitation',
-           'squeeze_excitations', 'remove_squeeze_excitation', 'set_module', 'fresh_copy', 'check_member_init',
-           'member_copy', 'restart_member', 'is_frozen', 'resolve_member_init', 'recreate_opt']
+__all__ = ['conv_types', 'DOCS_URL', 'MEASURED_LOSSES', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs',
+           'is_squeeze_excitation', 'squeeze_excitations', 'remove_squeeze_excitation', 'measured_in', 'se_advice',
+           'set_module', 'fresh_copy', 'check_member_init', 'member_copy', 'restart_member', 'is_frozen',
+           'resolve_member_init', 'recreate_opt', 'train_pass', 'bn_modules', 'bn_state', 'load_bn_state',
+           'reestimate_bn']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -54,13 +58,33 @@ def remove_squeeze_excitation(model:nn.Module)->nn.Module:
     for n in names: set_module(model, n, nn.Identity())
     return model
 
-def _se_note(model:nn.Module, measured:str)->str:
-    "The sentence a warning adds about `model`'s squeeze-excitation blocks: how many, and what removing them did on B0 (`measured`); '' without any"
+DOCS_URL = 'https://mixmo-fastai.github.io/mixmo_fastai'
+
+# Settings measured to lose to plain training, as data: the callbacks warn from these rules (once, on their first
+# training batch); the measurements live in the docs section each rule names, never in the warnings
+MEASURED_LOSSES = {
+    # MixMo on a network with depthwise convolutions: the epochs from which it was not measured to lose, by masks
+    # (box: CutMixMo; linear: LinearMixMo; MIMO's equal ratios never lost) and by the mixed map (large: 16x16 or more)
+    'mixmo_depthwise': dict(large_map=16, box_small_map=21, linear_small_map=20, box_large_map=20, linear_large_map=0,
+                            docs='mixmo.html#networks-with-depthwise-convolutions'),
+    # MixMo(keep_frac=0) on an ordinary loader: each member reads its own permutation of every batch
+    'mixmo_independent_members': dict(min_epochs=60,
+                                      docs='index.html#benchmark-with-headroom-mixmo-fastai-bench---task-hard_digits'),
+    # a subspace of a network with depthwise convolutions (large: inputs of 32x32 or more)
+    'subspace_depthwise': dict(large_input=32, small_input_epochs=60, large_input_epochs=20,
+                               docs='subspace.html#networks-with-depthwise-convolutions'),
+}
+
+def measured_in(rule:str)->str:
+    "Where the docs give the measurements behind a rule of `MEASURED_LOSSES`"
+    return f"{DOCS_URL}/{MEASURED_LOSSES[rule]['docs']}"
+
+def se_advice(model:nn.Module)->str:
+    "The sentence a warning adds about `model`'s squeeze-excitation blocks: how many, and how to remove them; '' without any"
     n = squeeze_excitations(model)
     if not n: return ''
-    return (f". This network has {n} squeeze-excitation blocks: on efficientnet_b0 (16x16 digits, 6 epochs, seeds 0-2), "
-            "with them removed (mixmo_fastai.surgery.remove_squeeze_excitation(model), for a model trained from scratch), "
-            + measured)
+    return (f". This network has {n} squeeze-excitation blocks, measured to account for part of that loss: for a model "
+            "trained from scratch, remove them with mixmo_fastai.surgery.remove_squeeze_excitation(model)")
 
 def set_module(
     model:nn.Module, # The model changed in place
@@ -138,3 +162,75 @@ def recreate_opt(learn:Learner):
     hypers = learn.opt.hypers
     learn.create_opt()
     for k in hypers[0]: learn.opt.set_hyper(k, [h[k] for h in hypers][:len(learn.opt.hypers)])
+
+# %% ../nbs/00a_surgery.ipynb #4785b067
+def train_pass(dls:DataLoaders)->DataLoader:
+    "The training data in a fixed order, every item once: repeated estimates give the same statistics"
+    # under `distrib_ctx` each process estimates on its own shard; `reestimate_bn` averages over the processes. A
+    # `DistributedDL` exists only once `fastai.distributed` is imported, which needs `accelerate` (not a dependency)
+    dist = sys.modules.get('fastai.distributed')
+    if dist is not None and isinstance(dls.train, dist.DistributedDL): return dls.train
+    return dls.train.new(shuffle=False, drop_last=False)
+
+def bn_modules(model:nn.Module)->list:
+    "The BatchNorm layers of `model` that keep running statistics"
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
+
+def bn_state(model:nn.Module)->list:
+    "Copies of the BatchNorm running statistics of `model`"
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in bn_modules(model)]
+
+def load_bn_state(model:nn.Module, state:list):
+    "Put back statistics saved by `bn_state`"
+    for m, (mean, var) in zip(bn_modules(model), state): m.running_mean.copy_(mean); m.running_var.copy_(var)
+
+def _average_over_processes(bns):
+    "Mean of the running statistics over the processes of a distributed run (a no-op otherwise)"
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return
+    n = torch.distributed.get_world_size()
+    for m in bns:
+        for t in (m.running_mean, m.running_var): torch.distributed.all_reduce(t); t.div_(n)
+
+def _bn_snapshot(bns)->list:
+    "Copies of the running statistics of `bns`, batch counts included"
+    return [{k: getattr(m, k).clone() for k in ('running_mean', 'running_var', 'num_batches_tracked')
+             if getattr(m, k) is not None} for m in bns]
+
+def _bn_restore(bns, snapshot):
+    with torch.no_grad():
+        for m, st in zip(bns, snapshot):
+            for k, t in st.items(): getattr(m, k).copy_(t)
+
+def _model_device(model):
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else None
+
+def reestimate_bn(
+    model:nn.Module, # Any model (a DDP wrapper is looked through: it would broadcast rank 0's statistics at every forward)
+    dl:DataLoader, # Training data, e.g. `train_pass(learn.dls)`; batches are `(x, y, ...)` (`dl.n_inp` inputs)
+    before=None, # Called first, inside the protection (e.g. moving a subspace to a point)
+    undo=None, # Called if the pass fails, before the statistics are put back (e.g. moving the subspace back)
+):
+    "Re-estimate the BatchNorm running statistics of `model` over one pass of `dl`; an exception leaves them as they were"
+    model = unwrap_model(model)
+    bns = bn_modules(model)
+    stats0, momenta, was_training = _bn_snapshot(bns), [m.momentum for m in bns], model.training
+    try:
+        if before is not None: before()
+        if not bns: return
+        for m in bns: m.reset_running_stats(); m.momentum = None  # None: cumulative average
+        n_inp, dev = getattr(dl, 'n_inp', 1), _model_device(model)
+        model.train()
+        with torch.no_grad():
+            for b in dl:
+                xb = b[:n_inp] if isinstance(b, (tuple, list)) else (b,)
+                model(*to_device(xb, dev))
+        _average_over_processes(bns)
+    except BaseException:
+        # an interrupted estimate (bad batch, Ctrl-C) puts back what it started from
+        if undo is not None: undo()
+        _bn_restore(bns, stats0)
+        raise
+    finally:
+        for m, mo in zip(bns, momenta): m.momentum = mo
+        model.train(was_training)

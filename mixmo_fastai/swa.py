@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from fastai.basics import *
 from torch.optim.swa_utils import AveragedModel
-from .surgery import unwrap_model, in_lr_find
-from .subspace import update_bn, _train_pass
+from .surgery import unwrap_model, in_lr_find, train_pass, reestimate_bn
 
 # %% auto #0
 __all__ = ['SWA']
@@ -60,4 +59,4 @@ class SWA(Callback):
 
     def update_bn(self, dl=None):
         "Re-estimate the BatchNorm statistics of the model over `dl` (default: the training data, every item once)"
-        update_bn(self.learn.model, ifnone(dl, _train_pass(self.learn.dls)))
+        reestimate_bn(self.learn.model, ifnone(dl, train_pass(self.learn.dls)))
