@@ -12,15 +12,10 @@ from .mixing import *
 from .mixing import _plain, _like
 from .callback import *
 from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, recreate_opt
-# MixMo's tensor functions live in `mixing`; `from mixmo_fastai.mixmo import *` still gives them
-_all_ = ['mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits',
-         'seen_fraction', 'member_permutations', 'member_input_mix', 'member_views']
 
 # %% auto #0
 __all__ = ['MixMoEncoder', 'MixMoHead', 'mixmo_parts', 'mixmo_model', 'mixmo_convert', 'mixmo_unconvert', 'member_inputs',
-           'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO', 'mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks',
-           'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'seen_fraction', 'member_permutations', 'member_input_mix',
-           'member_views']
+           'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO']
 
 # %% ../nbs/20_mixmo.ipynb #327e927a
 class _MixMoState:

@@ -21,24 +21,9 @@ __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', '
            'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace', 'SimplexSubspace']
 
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
-def _renamed_args(**renames):
-    "Let the decorated function take its parameters' old names too (`old='new'`), with a `DeprecationWarning`"
-    def _deco(f):
-        @functools.wraps(f)
-        def _f(*args, **kwargs):
-            for old, new in renames.items():
-                if old not in kwargs: continue
-                if new in kwargs: raise TypeError(f"{f.__qualname__}: pass `{new}` only (`{old}` is its deprecated name)")
-                warn(f"`{old}` is deprecated in {f.__qualname__}: use `{new}`", DeprecationWarning, stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
-            return f(*args, **kwargs)
-        return _f
-    return _deco
-
 class SubspaceLine:
     "The segment between two endpoints: point `t` weighs them `(1-t, t)`"
     n_points = 2
-    @_renamed_args(alpha='t')
     def coeffs(self, t): return (1. - float(t), float(t))
     def sample(self, n:int=1): return torch.rand(n).tolist()
     def __repr__(self): return f'{type(self).__name__}()'
@@ -299,7 +284,6 @@ def _bn_states_at(model, dl, points)->list:
         states.append(bn_state(model))
     return states
 
-@_renamed_args(points='ensemble_points')
 def subspace_ensemble(
     model:nn.Module, # A model converted by `to_subspace`
     *xb, # Inputs
@@ -465,12 +449,11 @@ class SubspaceCallback(Callback):
 # %% ../nbs/30_subspace.ipynb #107375bd
 class LinesSubspace(SubspaceCallback):
     "Train a line of networks (Wortsman et al. 2021): evaluate its midpoint, or ensemble points of it"
-    @_renamed_args(eval_alpha='eval_point', ensemble_alphas='ensemble_points')
     def __init__(self,
         beta:float=1., # Weight of the cos^2 penalty between the endpoints
         layerwise:bool=False, # Draw one point per layer instead of one for the whole network
-        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1] (formerly `eval_alpha`)
-        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_alphas`)
+        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1]
+        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]`
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         shared=None, # Layers kept off the line (one copy for every point): None, 'depthwise' or a function module -> bool
         point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
@@ -479,12 +462,11 @@ class LinesSubspace(SubspaceCallback):
 
 class CurvesSubspace(SubspaceCallback):
     "Train a quadratic Bezier curve of networks whose middle control point is trained too"
-    @_renamed_args(eval_t='eval_point', ensemble_ts='ensemble_points')
     def __init__(self,
         beta:float=1., # Weight of the cos^2 penalty between control points
         layerwise:bool=False, # Draw one point per layer instead of one for the whole network
-        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1] (formerly `eval_t`)
-        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]` (formerly `ensemble_ts`)
+        eval_point:float=0.5, # Where `validate`/`get_preds` evaluate: `t` in [0, 1]
+        ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]`
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the curve (one copy for every point): None, 'depthwise' or a function module -> bool
@@ -512,10 +494,3 @@ class SimplexSubspace(SubspaceCallback):
     def corners(n_points:int=3)->list:
         "The corners of the simplex, as points (for `ensemble_points`)"
         return torch.eye(n_points).tolist()
-
-# %% ../nbs/30_subspace.ipynb #17ccb5ec
-@patch(as_prop=True)
-def points(self:SubspaceCallback)->list:
-    "Deprecated: `eval_points`"
-    warn("SubspaceCallback.points is deprecated: use `eval_points` (a layer's `points` are its control points)", DeprecationWarning, stacklevel=2)
-    return self.eval_points
