@@ -58,6 +58,7 @@ def test_argument_errors_are_one_line(capsys, tmp_path):
     _one_line_error(capsys, ['train', '--arch', 'no_such_net'], 'unknown architecture')
     _one_line_error(capsys, ['bench', '--methods', 'vanilla,nope'], "unknown method 'nope'")
     _one_line_error(capsys, ['bench', '--seeds', '0'], '--seeds')
+    _one_line_error(capsys, ['bench', '--shift-images', '-1'], '--shift-images')
     _one_line_error(capsys, ['show', '--method', 'vanilla'], 'nothing to show')
 
 def test_train_on_a_folder_of_images(cli, tmp_path):
