@@ -7,7 +7,6 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/metrics.html.md"""
 # %% ../nbs/40_metrics.ipynb #0fed9e66
 from __future__ import annotations
 from fastai.basics import *
-from .subspace import SubspaceCallback
 
 # %% auto #0
 __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disagreement', 'ratio_errors', 'ensemble_outputs',
@@ -15,8 +14,8 @@ __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disag
            'RatioErrors', 'ensemble_metrics', 'get_member_preds', 'fit_temperature', 'calibration_metrics',
            'temperature_report', 'plot_reliability', 'max_prob', 'predictive_entropy', 'free_energy',
            'mutual_information', 'sample_disagreement', 'confidence_scores', 'ood_auroc', 'ood_aupr', 'fpr_at_tpr',
-           'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'AURC', 'ensemble_report',
-           'print_report', 'ood_report', 'subspace_report']
+           'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'AURC', 'gather_member_preds',
+           'ensemble_report', 'print_report', 'ood_report']
 
 # %% ../nbs/40_metrics.ipynb #1a2222e7
 def bin_stats(
@@ -413,8 +412,8 @@ class AURC(EnsembleMetric):
     def name(self): return 'aurc'
 
 # %% ../nbs/40_metrics.ipynb #0a1f5c92
-def _gather(learn, dl, what):
-    "`get_member_preds` of `dl`, refusing a `DataLoader` with no batch"
+def gather_member_preds(learn, dl, what:str='the'):
+    "`get_member_preds` of `dl` (`what` names it in the error), refusing a `DataLoader` with no batch"
     if dl is not None and len(dl) == 0: raise ValueError(f"The {what} DataLoader gives no batch: give it at least one "
         "sample (and `drop_last=False` when it holds fewer than a batch)")
     return get_member_preds(learn, dl)
@@ -429,7 +428,7 @@ def ensemble_report(
     tpr:float=0.95, # For the OOD false-positive rate
 )->dict:
     "Ensemble and member accuracy, NLL, ECE, Brier, diversity, AURC, temperature scaling (and OOD detection) of a trained learner"
-    logits, members, targs = _gather(learn, dl, 'in-distribution')
+    logits, members, targs = gather_member_preds(learn, dl, 'in-distribution')
     if targs is None: raise ValueError("ensemble_report needs a DataLoader with labels")
     ms = members if members is not None else logits[:, None]
     res = dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
@@ -438,7 +437,7 @@ def ensemble_report(
                aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
     res.update({f'ts_{k}': v for k, v in temperature_report(logits, targs, calib_pct, n_bins=n_bins).items()})
     if ood_dl is not None:
-        ood_logits, ood_members, _ = _gather(learn, ood_dl, 'OOD')
+        ood_logits, ood_members, _ = gather_member_preds(learn, ood_dl, 'OOD')
         res.update({f'ood_{k}': v for k, v in ood_metrics(logits, ood_logits, members, ood_members, tpr).items()})
     if plot:
         import matplotlib.pyplot as plt
@@ -464,8 +463,8 @@ def ood_report(
     tpr:float=0.95, # For the false-positive rate
 )->pd.DataFrame:
     "OOD detection (AUROC, AUPR-in/out, FPR95) and AURC of every confidence score, for the ensemble and each member"
-    logits, members, targs = _gather(learn, dl, 'in-distribution')
-    ood_logits, ood_members, _ = _gather(learn, ood_dl, 'OOD')
+    logits, members, targs = gather_member_preds(learn, dl, 'in-distribution')
+    ood_logits, ood_members, _ = gather_member_preds(learn, ood_dl, 'OOD')
     models = [('ensemble', logits, members, ood_logits, ood_members)]
     if members is not None and ood_members is not None:
         models += [(f'member {i}', members[:, i], None, ood_members[:, i], None) for i in range(members.shape[1])]
@@ -477,27 +476,3 @@ def ood_report(
             rows.append(dict(model=model, score=s, **ood_detection(ins[s], oods[s], tpr)))
             if targs is not None: rows[-1]['aurc'] = aurc(lg.softmax(-1), targs, ins[s])
     return pd.DataFrame(rows).set_index(['model', 'score'])
-
-# %% ../nbs/40_metrics.ipynb #91376ca4
-def subspace_report(
-    learn:Learner, # With a subspace callback (`LinesSubspace`, `CurvesSubspace`, `SimplexSubspace`), trained
-    points:list=(0., 0.25, 0.5, 0.75, 1.), # Points to evaluate (for a simplex, lists of weights of the corners)
-    ood_dl:DataLoader=None, # Out-of-distribution data: adds `ood_metrics` of each point
-    dl:DataLoader=None, # Labelled in-distribution data (default: the validation `DataLoader`)
-    bn_update:bool=True, # Re-estimate the BatchNorm statistics at each point (over the training data) first
-    n_bins:int=15,
-    tpr:float=0.95, # For the OOD false-positive rate
-)->pd.DataFrame:
-    "Accuracy, NLL, ECE, Brier, AURC (and OOD detection) of single points of a trained subspace, one row per point"
-    cb = first(c for c in learn.cbs if isinstance(c, SubspaceCallback))
-    if cb is None: raise ValueError("subspace_report evaluates points of a subspace: the learner needs a LinesSubspace, "
-                                    "CurvesSubspace or SimplexSubspace callback (for a single model, use ensemble_report)")
-    rows = []
-    for p in points:
-        with cb.evaluating(p, bn_update=bn_update):
-            logits, _, targs = _gather(learn, dl, 'in-distribution')
-            ood = _gather(learn, ood_dl, 'OOD')[0] if ood_dl is not None else None
-        if targs is None: raise ValueError("subspace_report needs in-distribution data with labels")
-        rows.append(dict(point=p, **calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs)))
-        if ood is not None: rows[-1].update({f'ood_{k}': v for k, v in ood_metrics(logits, ood, tpr=tpr).items()})
-    return pd.DataFrame(rows)

@@ -12,13 +12,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 import functools, sys
 from .callback import check_finite_batch, publish_member_logits
+from .metrics import gather_member_preds, calibration_metrics, aurc, ood_metrics
 from .surgery import (unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, se_advice, MEASURED_LOSSES, measured_in, recreate_opt,
     train_pass, reestimate_bn, bn_state, load_bn_state)
 
 # %% auto #0
 __all__ = ['SubspaceLine', 'SubspaceBezier', 'SubspaceSimplex', 'convertible', 'SubspaceLayer', 'subspace_layers', 'shared_rule',
            'to_subspace', 'set_point', 'sample_point', 'subspace_cos2', 'update_bn', 'collapse_subspace',
-           'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace', 'SimplexSubspace']
+           'subspace_ensemble', 'SubspaceCallback', 'LinesSubspace', 'CurvesSubspace', 'SimplexSubspace',
+           'subspace_report']
 
 # %% ../nbs/30_subspace.ipynb #e0dbe48b
 class SubspaceLine:
@@ -494,3 +496,27 @@ class SimplexSubspace(SubspaceCallback):
     def corners(n_points:int=3)->list:
         "The corners of the simplex, as points (for `ensemble_points`)"
         return torch.eye(n_points).tolist()
+
+# %% ../nbs/30_subspace.ipynb #91376ca4
+def subspace_report(
+    learn:Learner, # With a subspace callback (`LinesSubspace`, `CurvesSubspace`, `SimplexSubspace`), trained
+    points:list=(0., 0.25, 0.5, 0.75, 1.), # Points to evaluate (for a simplex, lists of weights of the corners)
+    ood_dl:DataLoader=None, # Out-of-distribution data: adds `ood_metrics` of each point
+    dl:DataLoader=None, # Labelled in-distribution data (default: the validation `DataLoader`)
+    bn_update:bool=True, # Re-estimate the BatchNorm statistics at each point (over the training data) first
+    n_bins:int=15,
+    tpr:float=0.95, # For the OOD false-positive rate
+)->pd.DataFrame:
+    "Accuracy, NLL, ECE, Brier, AURC (and OOD detection) of single points of a trained subspace, one row per point"
+    cb = first(c for c in learn.cbs if isinstance(c, SubspaceCallback))
+    if cb is None: raise ValueError("subspace_report evaluates points of a subspace: the learner needs a LinesSubspace, "
+                                    "CurvesSubspace or SimplexSubspace callback (for a single model, use ensemble_report)")
+    rows = []
+    for p in points:
+        with cb.evaluating(p, bn_update=bn_update):
+            logits, _, targs = gather_member_preds(learn, dl, 'in-distribution')
+            ood = gather_member_preds(learn, ood_dl, 'OOD')[0] if ood_dl is not None else None
+        if targs is None: raise ValueError("subspace_report needs in-distribution data with labels")
+        rows.append(dict(point=p, **calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs)))
+        if ood is not None: rows[-1].update({f'ood_{k}': v for k, v in ood_metrics(logits, ood, tpr=tpr).items()})
+    return pd.DataFrame(rows)
