@@ -9,7 +9,6 @@ from __future__ import annotations
 from fastai.basics import *
 from fastai.callback.mixup import reduce_loss, MixHandler
 from .mixing import *
-from .mixing import _plain, _like
 from .surgery import in_lr_find as _in_lr_find
 from collections import namedtuple
 
@@ -36,7 +35,7 @@ def _flat_loss(loss_func, pred, *yb):
     if type(loss_func).__call__ is not BaseLoss.__call__ or len(yb) != 1 or not (torch.is_tensor(pred) and torch.is_tensor(yb[0])):
         return loss_func(pred, *yb)
     lf = loss_func
-    inp, targ = (_plain(t) for t in (pred, yb[0]))
+    inp, targ = (plain_tensor(t) for t in (pred, yb[0]))
     if lf.axis != -1: inp, targ = inp.transpose(lf.axis, -1), targ.transpose(lf.axis, -1)
     inp, targ = inp.contiguous(), targ.contiguous()
     if lf.floatify and targ.dtype != torch.float16: targ = targ.float()
@@ -97,9 +96,18 @@ class MixingCallback(Callback):
 
     def after_pred(self):
         "Subclasses mix the prediction here, then call this: a mixed batch's targets are hidden until `after_loss`"
-        self._hide_targets()
+        self.hide_targets()
 
-    def _hide_targets(self):
+    def mark_mixed(self,
+        lam, # The mixing weights: one number, one per sample, or (MixMo) the members' ratios
+        perm:Tensor=None, # The permutation the batch was mixed against (None: none, e.g. MixMo's members)
+        site:nn.Module=None, # Where it was mixed (None: the input or the logits)
+        masks:Tensor=None, # The masks used, when the mix has any
+    ):
+        "Say that this batch is mixed: `lf` computes its loss, and `last_mix` (a `MixRecord`) says how, publicly"
+        self.mixed,self.last_mix = True,MixRecord(lam, perm, site, masks)
+
+    def hide_targets(self):
         "Without targets fastai computes no loss: the loss of a mixed batch is computed once, in `after_loss`"
         if self.training and self.mixed and len(self.learn.yb): self._hidden_yb,self.learn.yb = self.learn.yb,()
 
@@ -130,10 +138,10 @@ class MixingCallback(Callback):
         site:nn.Module=None, # The module whose output was mixed (None: the input, or the logits)
         masks:Tensor=None, # The masks used, when the mix has any
     ):
-        "Record that this batch is mixed with `lam` against the batch permuted by `perm`; `last_mix` says so publicly"
-        self.lam,self.perm,self.mixed = lam,perm,True
-        self.last_mix = MixRecord(lam, perm, site, masks)
-        self.yb1 = tuple(_like(_plain(y)[perm], y) for y in self.learn.yb)
+        "Record that this batch is mixed with `lam` against the batch permuted by `perm` (the pairwise mixing of `lf`)"
+        self.lam,self.perm = lam,perm
+        self.mark_mixed(lam, perm, site, masks)
+        self.yb1 = tuple(like_tensor(plain_tensor(y)[perm], y) for y in self.learn.yb)
 
     def mixed_loss(self, pred, yb_a, yb_b, lam):
         "The original loss interpolated between target sets `yb_a` (weight `lam`) and `yb_b`"

@@ -11,7 +11,6 @@ from fastai.basics import *
 from fastai.callback.schedule import SchedCos, SchedLin, SchedNo, SchedExp, SchedPoly, combine_scheds
 from fastai.layers import ResBlock, LinBnDrop
 from .mixing import *
-from .mixing import _plain, _like
 from .callback import *
 from .surgery import unwrap_model
 
@@ -151,7 +150,7 @@ def _check_module_list(model:nn.Module, module_list, who:str):
             f"{who}: module_list must hold modules of learn.model (or ManifoldMixupModule wrappers inside it), "
             f"got {type(m).__name__} {m!r:.80} which is " + ("not an nn.Module" if not isinstance(m, nn.Module) else "not inside the model"))
 
-class _SiteMixing(MixingCallback):
+class _SiteMixing(_FollowsAlpha, MixingCallback):
     "Draws one site per batch (the input or a hooked module) and mixes there; subclasses say how"
     _hook_handle,_hooked,_reported,sites = None,None,False,None
 
@@ -228,7 +227,7 @@ class _SiteMixing(MixingCallback):
         return d
 
 # %% ../nbs/10_manifold.ipynb #eaec5474
-class ManifoldMixup(_FollowsAlpha, _SiteMixing):
+class ManifoldMixup(_SiteMixing):
     "Mix the inputs or the output of one hidden module per batch (https://arxiv.org/abs/1806.05236)"
     def __init__(self,
         alpha:float|callable=0.4, # Concentration of `Beta(alpha, alpha)`, or a schedule `f(pct_train)` such as `SchedCos(0., 0.6)`; below 1e-3 nothing is mixed
@@ -245,12 +244,12 @@ class ManifoldMixup(_FollowsAlpha, _SiteMixing):
 
     def _mix_input(self):
         lam = self._sample_lam()
-        self.learn.xb = tuple(mix(x, _plain(x)[self.perm], lam) for x in self.learn.xb)
+        self.learn.xb = tuple(mix(x, plain_tensor(x)[self.perm], lam) for x in self.learn.xb)
         self.set_mix(lam, self.perm)
 
     def _mix_hidden(self, out):
         lam = self._sample_lam()
-        out = _map_batch_tensors(out, lambda h: mix(h, _plain(h).index_select(0, self.perm), lam), len(self.perm))
+        out = _map_batch_tensors(out, lambda h: mix(h, plain_tensor(h).index_select(0, self.perm), lam), len(self.perm))
         self.set_mix(lam, self.perm)
         return out
 
@@ -291,7 +290,7 @@ class OutputMixup(_FollowsAlpha, MixingCallback):
         lam = sample_lam(alpha, (bs,) if self.per_sample else (), pred.device)
         if self.max_lam: lam = torch.maximum(lam, 1-lam)
         perm = torch.randperm(bs, device=pred.device)
-        self.learn.pred = mix(pred, _plain(pred)[perm], lam)
+        self.learn.pred = mix(pred, plain_tensor(pred)[perm], lam)
         self.set_mix(lam, perm)
         super().after_pred()
 
@@ -340,7 +339,7 @@ def _as_4d(h:Tensor)->Tensor:
     return h.flatten(1, h.ndim - 3)  # (B, C, D, H, W) -> (B, C*D, H, W)
 
 # %% ../nbs/10_manifold.ipynb #0212581f
-class PatchUp(_FollowsAlpha, _SiteMixing):
+class PatchUp(_SiteMixing):
     "Swap (hard) or interpolate (soft) DropBlock patches of one hidden layer per batch (https://arxiv.org/abs/2006.07794)"
     def __init__(self,
         patchup_type:str='hard', # 'hard' swaps the patches, 'soft' interpolates them
@@ -369,21 +368,21 @@ class PatchUp(_FollowsAlpha, _SiteMixing):
         n = x.shape[0] if self.per_sample else 1
         lam = sample_lam(self.cutmix_alpha, (n,), x.device)
         box, area = box_mask(lam, x.shape[2:], device=x.device)
-        self.learn.xb = tuple(mix(xi, _plain(xi)[self.perm], spatial_mask_for(1 - box, xi)) for xi in self.learn.xb)
+        self.learn.xb = tuple(mix(xi, plain_tensor(xi)[self.perm], spatial_mask_for(1 - box, xi)) for xi in self.learn.xb)
         self._scale = 2.  # the same three-term loss as a hidden site, u = 1 - box area (official main.py)
         self.set_mix(1 - area if self.per_sample else 1 - area[0], self.perm)
 
     def _mix_hidden(self, out):
-        soft_lam = sample_lam(self.alpha) if self.patchup_type == 'soft' else 0.
+        soft_lam = sample_lam(self._alpha) if self.patchup_type == 'soft' else 0.  # this batch's alpha (a schedule's too)
         state = {}
         def _patch(h):
-            maps = _as_4d(_plain(h))
+            maps = _as_4d(plain_tensor(h))
             if 'keep' not in state:  # one mask for every tensor of the output
                 holes = block_mask((maps.shape[0] if self.per_sample else 1, *maps.shape[1:]),
                                    self.block_size, self.gamma, device=h.device)
                 state['keep'] = 1 - holes * (1 - soft_lam)  # weight of h: 1 outside the holes, soft_lam inside
                 state['u'] = 1 - holes.flatten(1).mean(1)
-            return _like(mix(maps, maps.index_select(0, self.perm), state['keep']).view(h.shape), h)
+            return like_tensor(mix(maps, maps.index_select(0, self.perm), state['keep']).view(h.shape), h)
         out = _map_batch_tensors(out, _patch, len(self.perm))
         u = state['u'] if self.per_sample else state['u'][0]
         # weight of y_a in both u*L(y_a) + phi*L(y_b) and L(y_mix): u + phi*soft_lam

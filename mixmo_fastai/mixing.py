@@ -13,10 +13,10 @@ from torch import Tensor
 from torch.distributions import Beta, Dirichlet, Distribution
 
 # %% auto #0
-__all__ = ['sample_ratios', 'sample_lam', 'linear_mask', 'box_mask', 'multi_box_masks', 'block_mask', 'unsqueeze_like', 'mix',
-           'spatial_mask_for', 'to_soft', 'mix_targets', 'mixmo_box_prob', 'mixmo_masks', 'sample_mixmo_masks',
-           'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'member_permutations', 'seen_fraction', 'member_input_mix',
-           'member_views']
+__all__ = ['sample_ratios', 'sample_lam', 'linear_mask', 'box_mask', 'multi_box_masks', 'block_mask', 'plain_tensor',
+           'like_tensor', 'unsqueeze_like', 'mix', 'spatial_mask_for', 'to_soft', 'mix_targets', 'mixmo_box_prob',
+           'mixmo_masks', 'sample_mixmo_masks', 'mixmo_weights', 'mixmo_loss', 'ensemble_logits', 'member_permutations',
+           'seen_fraction', 'member_input_mix', 'member_views']
 
 # %% ../nbs/00_mixing.ipynb #e23babdb
 @functools.lru_cache(maxsize=16)
@@ -128,11 +128,11 @@ def block_mask(
     return holes[..., :h, :w]
 
 # %% ../nbs/00_mixing.ipynb #50169579
-def _plain(t:Tensor)->Tensor:
+def plain_tensor(t:Tensor)->Tensor:
     "`t` as a plain `Tensor` (a view: same data, same autograd graph)"
     return t if type(t) is Tensor else t.as_subclass(Tensor)
 
-def _like(res:Tensor, t:Tensor)->Tensor:
+def like_tensor(res:Tensor, t:Tensor)->Tensor:
     "`res` given `t`'s tensor class and attributes (what a subclass's own operations would have kept)"
     if type(t) is Tensor: return res
     res = res.as_subclass(type(t))
@@ -156,8 +156,8 @@ def mix(
 )->Tensor:
     "`w*a + (1-w)*b`, in `a`'s dtype (safe for float16/bfloat16) and `a`'s tensor class"
     # the arithmetic on plain tensors: a tensor subclass (fastai's `TensorBase`) dispatches every operation in Python
-    res = torch.lerp(_plain(b), _plain(a), unsqueeze_like(_plain(w) if torch.is_tensor(w) else w, _plain(a)))
-    return _like(res, a)
+    res = torch.lerp(plain_tensor(b), plain_tensor(a), unsqueeze_like(plain_tensor(w) if torch.is_tensor(w) else w, plain_tensor(a)))
+    return like_tensor(res, a)
 
 # %% ../nbs/00_mixing.ipynb #078bb63e
 def spatial_mask_for(mask:Tensor, t:Tensor)->Tensor:

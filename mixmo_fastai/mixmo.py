@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from fastai.basics import *
 from .mixing import *
-from .mixing import _plain, _like
 from .callback import *
 from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, recreate_opt
 
@@ -186,11 +185,11 @@ def member_inputs(
 )->tuple[list, list]:
     "One input and one target per member: a multi-input batch's own, or permutations of an ordinary batch"
     m = n_members
-    if len(xs) == m and len(ys) == m: return [_plain(x) for x in xs], [_plain(y) for y in ys]
+    if len(xs) == m and len(ys) == m: return [plain_tensor(x) for x in xs], [plain_tensor(y) for y in ys]
     if len(xs) != 1 or len(ys) != 1: raise ValueError(
         f"MixMo with {m} members needs batches of one input and one target, or {m} of each "
         f"(mixmo_dls), got {len(xs)} inputs and {len(ys)} targets")
-    x, y = _plain(xs[0]), _plain(ys[0])
+    x, y = plain_tensor(xs[0]), plain_tensor(ys[0])
     if x.shape[0] < m: raise ValueError(_small_batch_msg(m, x.shape[0]))
     perms = member_permutations(x.shape[0], m, keep_frac, x.device)
     return [x[p] for p in perms], [y[p] for p in perms]
@@ -355,22 +354,22 @@ class MixMo(MixingCallback):
         self.encoders.state.masks = masks
         self.targets,self.weights = torch.stack(soft, 1),mixmo_weights(ratios, self.weight_root)
         # computed on plain tensors, given back the loader's tensor classes
-        self.learn.xb = (_like(torch.stack(inputs, 1), xs[0]),)
-        self.learn.yb = tuple(_like(t, ys[0]) for t in targets)
-        self.mixed,self.last_mix = True,MixRecord(ratios, None, self.encoders, masks)
+        self.learn.xb = (like_tensor(torch.stack(inputs, 1), xs[0]),)
+        self.learn.yb = tuple(like_tensor(t, ys[0]) for t in targets)
+        self.mark_mixed(ratios, site=self.encoders, masks=masks)
 
     def after_pred(self):
         "Keep the members' logits of a mixed batch (fastai gets their ensemble and member 0's targets); publish them in validation"
         if self.training and self.mixed:
             self.member_pred = self.learn.pred
-            self.learn.pred = _like(ensemble_logits(_plain(self.member_pred).detach(), self.ensemble), self.member_pred)
+            self.learn.pred = like_tensor(ensemble_logits(plain_tensor(self.member_pred).detach(), self.ensemble), self.member_pred)
             self.learn.yb = self.learn.yb[:1]
-            self._hide_targets()
+            self.hide_targets()
         publish_member_logits(self.learn, self.encoders.state.member_logits)
         self.encoders.state.member_logits = None
     def lf(self, pred, *yb):
         "Soft cross-entropy of each member (the logits kept in `after_pred`) against its reweighted target, summed over members"
-        return _like(mixmo_loss(_plain(self.member_pred), self.targets, self.weights), self.member_pred)
+        return like_tensor(mixmo_loss(plain_tensor(self.member_pred), self.targets, self.weights), self.member_pred)
 
     def after_batch(self):
         if self.training: self._orig = None  # a step was taken: no going back
