@@ -13,7 +13,7 @@ from fastai.callback.core import event
 from .data import (digits_dls, hard_digits_dls, digits_net, digits_ood_dl, fashion_mnist_dls, digits_as_ood_dl,
                                fashion_mnist_ood_dl, FASHION_NEAR_OOD_SPLIT)
 from .metrics import *
-from .callback import publish_member_logits
+from .callback import DeepEnsemble, MembersToEnsemble
 from .manifold import ManifoldMixup, OutputMixup, DynamicManifoldMixup, DynamicOutputMixup, PatchUp
 from .mixmo import MIMO, LinearMixMo, CutMixMo
 from .subspace import SubspaceCallback, LinesSubspace
@@ -21,24 +21,11 @@ from .swa import SWA
 from .shift import corruption_report, shift_summary
 
 # %% auto #0
-__all__ = ['METHODS', 'DEFAULT_BENCH', 'SHIFT_IMAGES', 'TASKS', 'COMPUTE_MATCHED', 'DeepEnsemble', 'MembersToEnsemble',
-           'BenchError', 'Method', 'rows_of', 'check_methods', 'check_options', 'Task', 'check_task', 'get_dls',
-           'arch_channels', 'get_model', 'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps',
-           'time_inference', 'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing',
-           'timing_table', 'welch_p', 'markdown_table', 'shift_table', 'run_bench']
-
-# %% ../nbs/45_bench.ipynb #7b908b10
-class DeepEnsemble(nn.Module):
-    "Several models as one: returns their logits stacked `(B, M, C)`"
-    def __init__(self, models): super().__init__(); self.models = nn.ModuleList(models)
-    def forward(self, *x): return torch.stack([m(*x) for m in self.models], 1)
-
-class MembersToEnsemble(Callback):
-    "Averages a model's member logits `(B, M, C)`; during validation keeps them in `learn.member_logits`"
-    order = -5  # before the metrics and fastai's own after_pred users
-    def after_pred(self):
-        publish_member_logits(self.learn, self.pred)
-        self.learn.pred = self.pred.mean(1)
+__all__ = ['METHODS', 'DEFAULT_BENCH', 'SHIFT_IMAGES', 'TASKS', 'COMPUTE_MATCHED', 'BenchError', 'Method', 'rows_of',
+           'check_methods', 'check_options', 'Task', 'check_task', 'get_dls', 'arch_channels', 'get_model',
+           'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps', 'time_inference',
+           'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing', 'timing_table', 'welch_p',
+           'markdown_table', 'shift_table', 'run_bench']
 
 # %% ../nbs/45_bench.ipynb #fc60f997
 class BenchError(Exception):

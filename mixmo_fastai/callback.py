@@ -13,7 +13,8 @@ from .surgery import in_lr_find as _in_lr_find
 from collections import namedtuple
 
 # %% auto #0
-__all__ = ['MixRecord', 'loss_is_int_target', 'check_finite_batch', 'publish_member_logits', 'MixingCallback']
+__all__ = ['MixRecord', 'loss_is_int_target', 'check_finite_batch', 'publish_member_logits', 'MixingCallback', 'DeepEnsemble',
+           'MembersToEnsemble', 'deep_ensemble']
 
 # %% ../nbs/01_callback.ipynb #65fb725e
 def loss_is_int_target(loss_func)->bool:
@@ -163,3 +164,25 @@ class MixingCallback(Callback):
     def lf(self, pred, *yb):
         "The loss of a mixed training batch"
         return self.mixed_loss(pred, yb, self.yb1, self.lam)
+
+# %% ../nbs/01_callback.ipynb #b34e8af2
+class DeepEnsemble(nn.Module):
+    "Several models as one: returns their logits stacked `(B, M, C)`"
+    def __init__(self, models): super().__init__(); self.models = nn.ModuleList(models)
+    def forward(self, *x): return torch.stack([m(*x) for m in self.models], 1)
+
+class MembersToEnsemble(Callback):
+    "Averages a model's member logits `(B, M, C)`; during validation keeps them in `learn.member_logits`"
+    order = -5  # before the metrics and fastai's own after_pred users
+    def after_pred(self):
+        publish_member_logits(self.learn, self.pred)
+        self.learn.pred = self.pred.mean(1)
+
+def deep_ensemble(
+    learners:list, # Trained `Learner`s on the same data (e.g. one per seed)
+    metrics=None, # fastai metrics of the ensemble
+)->Learner:
+    "One `Learner` whose model is the average of the learners' models (their logits): a deep ensemble"
+    if len(learners) < 2: raise ValueError(f"A deep ensemble needs at least 2 trained learners, got {len(learners)}")
+    return Learner(learners[0].dls, DeepEnsemble([l.model for l in learners]), loss_func=learners[0].loss_func,
+                   metrics=metrics, cbs=MembersToEnsemble())

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from fastai.vision.all import *
 from mixmo_fastai.all import *
-from mixmo_fastai.bench import METHODS, DeepEnsemble, MembersToEnsemble, evaluations, welch_p
+from mixmo_fastai.bench import METHODS, evaluations, welch_p
 
 OUT = Path('bench_out/recipes')
 CALLBACKS = {'vanilla': None, 'mixup': MixUp, 'manifold': ManifoldMixup, 'output': OutputMixup, 'mimo': MIMO,
