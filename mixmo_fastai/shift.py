@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from fastai.basics import *
 from fastai.vision.core import TensorImage
-from .metrics import get_member_preds, calibration_metrics, member_accuracies
+from .metrics import get_member_preds, calibration_metrics
 
 # %% auto #0
 __all__ = ['CORRUPTIONS', 'check_corruption', 'corrupt', 'plot_corruptions', 'Corrupt', 'corrupted_dl', 'corruption_report',
@@ -200,11 +200,16 @@ def corrupted_dl(
     return dl.new(shuffle=False, n=dl.n, after_batch=Pipeline([*dl.after_batch.fs, Corrupt(kind, severity, seed)]))
 
 # %% ../nbs/42_shift.ipynb #38050562
+_REPORTED = ('accuracy', 'nll', 'ece', 'brier')
+
 def _metrics(learn, dl):
+    "The ensemble's accuracy, NLL, ECE, Brier; each member's too (`member_<metric>`: 'm0 / m1 / ...') when there are members"
     with learn.no_bar(): logits, members, targs = get_member_preds(learn, dl)
     r = calibration_metrics(logits, targs)
-    res = {k: r[k] for k in ('accuracy', 'nll', 'ece', 'brier')}
-    if members is not None: res['member_accuracy'] = ' / '.join(f'{a:.4f}' for a in member_accuracies(members, targs).tolist())
+    res = {k: r[k] for k in _REPORTED}
+    if members is not None:
+        per = [calibration_metrics(m, targs) for m in members.unbind(1)]
+        res.update({f'member_{k}': ' / '.join(f'{p[k]:.4f}' for p in per) for k in _REPORTED})
     return res
 
 def corruption_report(
