@@ -473,12 +473,12 @@ def _plot_reliability(logits, path, n_bins=15):
     for ax in list(axs.flat)[n:]: ax.axis('off')
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
-def _versus(r)->str:
-    "Difference to vanilla at the same budget: accuracy points and NLL, `*` where Welch's p < 0.05"
-    if r['method'] == 'vanilla' or np.isnan(r['d_accuracy']): return '—'
+def _versus(r, prefix:str='')->str:
+    "Difference to vanilla at the same budget: accuracy points and NLL (of the columns `prefix`+...), `*` where Welch's p < 0.05"
+    if r['method'] == 'vanilla' or np.isnan(r[f'd_{prefix}accuracy']): return '—'
     star = lambda p: '*' if p < 0.05 else ''
-    return (f"{100*r['d_accuracy']:+.1f} pt{star(r['p_accuracy'])} / "
-            f"{r['d_nll']:+.3f}{star(r['p_nll'])}")
+    return (f"{100*r[f'd_{prefix}accuracy']:+.1f} pt{star(r[f'p_{prefix}accuracy'])} / "
+            f"{r[f'd_{prefix}nll']:+.3f}{star(r[f'p_{prefix}nll'])}")
 
 def markdown_table(df)->str:
     "The benchmark summary as a markdown table"
@@ -518,11 +518,6 @@ def shift_table(df)->str:
     has = lambda c: c in df and df[c].notna().any()
     if not (has('shift_accuracy') or has('near_ood_auroc') or has('ood_auroc')): return ''
     f = lambda r, c, d=4: '—' if np.isnan(r[c]) else f"{r[c]:.{d}f}"
-    star = lambda p: '*' if p < 0.05 else ''
-    def vs(r):
-        if r['method'] == 'vanilla' or np.isnan(r['d_shift_accuracy']): return '—'
-        return (f"{100*r['d_shift_accuracy']:+.1f} pt{star(r['p_shift_accuracy'])} / "
-                f"{r['d_shift_nll']:+.3f}{star(r['p_shift_nll'])}")
     lines = ["| method | budget | clean accuracy | corrupted accuracy (mean ± std) | corrupted NLL (mean ± std) | "
              "corrupted ECE | far-OOD AUROC / FPR95 | near-OOD AUROC / FPR95 | vs vanilla, corrupted: accuracy / NLL |",
              '|' + '---|'*9]
@@ -531,7 +526,7 @@ def shift_table(df)->str:
         nll = '—' if np.isnan(r['shift_nll']) else f"{r['shift_nll']:.4f} ± {r['shift_nll_std']:.4f}"
         lines.append(f"| {r['method']} | {r['budget']} | {r['accuracy']:.4f} | {acc} | {nll} | {f(r, 'shift_ece')} | "
                      f"{f(r, 'ood_auroc', 3)} / {f(r, 'ood_fpr95', 3)} | {f(r, 'near_ood_auroc', 3)} / {f(r, 'near_ood_fpr95', 3)} | "
-                     f"{vs(r)} |")
+                     f"{_versus(r, 'shift_')} |")
     lines.append("\nCorrupted: the mean over every kind of `shift.CORRUPTIONS` at severities 1-5 on the first validation "
                  "images (`--shift-images`; measured at equal epochs only). OOD: the maximum probability telling the validation images from the "
                  "far-OOD set (the task's OOD set) and the near-OOD set (held-out classes); every other score of "

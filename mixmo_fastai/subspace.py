@@ -10,7 +10,6 @@ from __future__ import annotations
 from fastai.basics import *
 from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
-import functools, sys
 from .callback import check_finite_batch, publish_member_logits
 from .metrics import gather_member_preds, calibration_metrics, aurc, ood_metrics
 from .surgery import (unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, se_advice, MEASURED_LOSSES, measured_in, recreate_opt,
@@ -335,7 +334,7 @@ def _check_unwrapped(learn, who:str):
         "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
 
 def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
-    "Warn that a short fit barely trains a subspace of a network with depthwise convolutions on inputs of shape `spatial` (measured numbers); whether it warned"
+    "Warn that a short fit barely trains a subspace of a network with depthwise convolutions on inputs of shape `spatial` (the rule of `MEASURED_LOSSES`); whether it warned"
     rule = MEASURED_LOSSES['subspace_depthwise']
     size = 'large' if min(spatial, default=0) >= rule['large_input'] else 'small'
     if n_epoch >= rule[f'{size}_input_epochs'] or not depthwise_convs(model): return False
