@@ -245,10 +245,9 @@ def evaluate(
 )->dict:
     "Accuracy, NLL, ECE, Brier, AURC, members' accuracy and diversity on the validation set (OOD detection, scores under shift), and the logits"
     with learn.no_bar(): logits, members, targs = get_member_preds(learn)
-    ms = members if members is not None else logits[:, None]
-    res = dict(**calibration_metrics(logits, targs, n_bins), aurc=aurc(logits.softmax(-1), targs),
-               member_accuracy=member_accuracies(ms, targs).tolist(), disagreement=disagreement(ms),
-               ratio_errors=ratio_errors(ms, targs))
+    res = ensemble_scores(logits, members, targs, n_bins)
+    ts = temperature_report(logits, targs, n_bins=n_bins)  # fitted on half of the validation set, measured on the rest
+    res.update(ts_nll_before=ts['nll_before'], ts_nll=ts['nll_after'], temperature=ts['temperature'])
     scores = []  # every score of `ood_report`, for the ensemble and each member
     for name, dl in (('ood', ood_dl), ('near_ood', near_ood_dl)):
         if dl is None: continue
@@ -483,19 +482,22 @@ def _versus(r, prefix:str='')->str:
 def markdown_table(df)->str:
     "The benchmark summary as a markdown table"
     head = ("| method | budget | epochs | train compute × vanilla | accuracy (mean ± std) | members' accuracy | "
-            "NLL (mean ± std) | ECE | Brier | AURC | OOD AUROC / FPR95 | disagreement | inference × vanilla | "
-            "vs vanilla, same budget: accuracy / NLL |")
-    lines = [head, '|' + '---|'*14]
+            "NLL (mean ± std) | NLL before / after temperature scaling | ECE | Brier | AURC | OOD AUROC / FPR95 | "
+            "disagreement | inference × vanilla | vs vanilla, same budget: accuracy / NLL |")
+    lines = [head, '|' + '---|'*15]
     ood = lambda r: '—' if np.isnan(r['ood_auroc']) else f"{r['ood_auroc']:.3f} / {r['ood_fpr95']:.3f}"
     for _, r in df.iterrows():
         lines.append(f"| {r['method']} | {r['budget']} | {r['epochs']} | {r['compute']:.2f} | "
                      f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} | {r['member_accuracy']} | "
-                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ece']:.4f} | {r['brier']:.4f} | {r['aurc']:.4f} | {ood(r)} | "
+                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ts_nll_before']:.4f} / {r['ts_nll']:.4f} | "
+                     f"{r['ece']:.4f} | {r['brier']:.4f} | {r['aurc']:.4f} | {ood(r)} | "
                      f"{r['disagreement']:.3f} | "
                      f"{r['infer_ratio']:.2f} | {_versus(r)} |")
     lines.append("\n`*`: p < 0.05 in Welch's t-test over the seeds; a difference without `*` is within the noise of "
                  "this many seeds. Train compute: measured step time × steps, as a multiple of vanilla's at the "
-                 "equal-epochs budget (a deep ensemble counts each member). AURC: area under the risk-coverage "
+                 "equal-epochs budget (a deep ensemble counts each member). Temperature scaling: one temperature "
+                 "fitted on half of the validation set, the NLL before and after it on the other half (`temperature_report`). "
+                 "AURC: area under the risk-coverage "
                  "curve (lower is better). OOD: the maximum probability telling the validation images from the "
                  "task's out-of-distribution set (the digits: `digits_ood_dl`'s held-out digits with their pixels "
                  "shuffled; Fashion-MNIST: the digits scaled to 28x28); AUROC higher, FPR at 95% TPR "
@@ -623,7 +625,7 @@ def run_bench(
     log(f"timing inference of {len(fns)} rows, {n_rounds} rounds of {steps} batches")
     infer = interleaved_medians(fns, n_rounds)
     runs = pd.DataFrame(runs)
-    runs['member_accuracy'] = runs['member_accuracy'].map(lambda a: ' '.join(f'{x:.4f}' for x in a))
+    for c in ('member_accuracy', 'member_aurc'): runs[c] = runs[c].map(lambda a: ' '.join(f'{x:.4f}' for x in a))
     runs.to_csv(out/'runs.csv', index=False)
     if scores: pd.concat(scores).to_csv(out/'ood_scores.csv', index=False)
     rows = []
@@ -640,6 +642,7 @@ def run_bench(
                          nll=rr['nll'].mean(), nll_std=_mean_std(rr['nll'])[1], ece=rr['ece'].mean(),
                          brier=rr['brier'].mean(), disagreement=rr['disagreement'].mean(),
                          ratio_errors=rr['ratio_errors'].mean(), aurc=rr['aurc'].mean(),
+                         ts_nll_before=rr['ts_nll_before'].mean(), ts_nll=rr['ts_nll'].mean(),
                          ood_auroc=rr['ood_auroc'].mean() if 'ood_auroc' in rr else float('nan'),
                          ood_fpr95=rr['ood_fpr95'].mean() if 'ood_fpr95' in rr else float('nan'),
                          **_shift_columns(rr, ref),

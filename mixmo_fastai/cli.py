@@ -6,10 +6,9 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/cli.html.md"""
 
 # %% ../nbs/50_cli.ipynb #28634664
 from __future__ import annotations
-import argparse, sys, time, warnings
-# torch's own deprecation notices would break the one-line errors of the command line
-warnings.filterwarnings('ignore', category=FutureWarning, module=r'torch\.')
-warnings.filterwarnings('ignore', category=UserWarning, module=r'torch\.')
+import argparse, sys, time
+# the console script (mixmo_fastai._console) silences torch's deprecation notices in its own process: importing
+# this module leaves the warning filters alone
 from fastai.vision.all import *
 from .bench import *
 from .bench import BenchError

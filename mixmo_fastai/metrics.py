@@ -15,7 +15,7 @@ __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disag
            'temperature_report', 'plot_reliability', 'max_prob', 'predictive_entropy', 'free_energy',
            'mutual_information', 'sample_disagreement', 'confidence_scores', 'ood_auroc', 'ood_aupr', 'fpr_at_tpr',
            'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'AURC', 'gather_member_preds',
-           'ensemble_report', 'print_report', 'ood_report']
+           'ensemble_scores', 'ensemble_report', 'report_markdown', 'ood_report']
 
 # %% ../nbs/40_metrics.ipynb #1a2222e7
 def bin_stats(
@@ -76,11 +76,11 @@ def ratio_errors(member_logits:Tensor, targs:Tensor)->float:
 
 # %% ../nbs/40_metrics.ipynb #ac6aad48
 def ensemble_outputs(learn)->tuple[Tensor, Tensor|None]:
-    "The ensemble's logits `(B, C)` and the members' `(B, M, C)` (None for a single model) of the current batch"
+    "The ensemble's logits `(B, C)` and the members' `(B, M, C)` of the current batch: what the ensemble callbacks publish in `learn.member_logits` (None for a single model)"
+    # a model that returns its members' logits stacked needs a callback that publishes them (`MembersToEnsemble`):
+    # a 3-D prediction alone may as well be a sequence's logits `(B, T, C)`
     pred = learn.pred[0] if isinstance(learn.pred, (tuple, list)) else learn.pred
-    members = getattr(learn, 'member_logits', None)
-    if members is None and pred.ndim == 3: members, pred = pred, pred.mean(1)  # a model that returns its members
-    return pred, members
+    return pred, getattr(learn, 'member_logits', None)
 
 class EnsembleMetric(Metric):
     "Base of the ensemble metrics: gathers logits, member logits and targets over the validation set"
@@ -418,6 +418,19 @@ def gather_member_preds(learn, dl, what:str='the'):
         "sample (and `drop_last=False` when it holds fewer than a batch)")
     return get_member_preds(learn, dl)
 
+def ensemble_scores(
+    logits:Tensor, # The ensemble's logits `(N, C)`
+    members:Tensor, # The members' logits `(N, M, C)`, or None for a single model
+    targs:Tensor, # Targets `(N,)`
+    n_bins:int=15,
+)->dict:
+    "Ensemble and member accuracy, NLL, ECE, Brier, diversity and AURC of logits gathered by `get_member_preds` (the core of `ensemble_report`)"
+    ms = members if members is not None else logits[:, None]
+    return dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
+                member_accuracy=member_accuracies(ms, targs).tolist(),
+                disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs),
+                aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
+
 def ensemble_report(
     learn:Learner,
     dl:DataLoader=None, # Defaults to the validation `DataLoader`
@@ -430,11 +443,7 @@ def ensemble_report(
     "Ensemble and member accuracy, NLL, ECE, Brier, diversity, AURC, temperature scaling (and OOD detection) of a trained learner"
     logits, members, targs = gather_member_preds(learn, dl, 'in-distribution')
     if targs is None: raise ValueError("ensemble_report needs a DataLoader with labels")
-    ms = members if members is not None else logits[:, None]
-    res = dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
-               member_accuracy=member_accuracies(ms, targs).tolist(),
-               disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs),
-               aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
+    res = ensemble_scores(logits, members, targs, n_bins)
     res.update({f'ts_{k}': v for k, v in temperature_report(logits, targs, calib_pct, n_bins=n_bins).items()})
     if ood_dl is not None:
         ood_logits, ood_members, _ = gather_member_preds(learn, ood_dl, 'OOD')
@@ -448,12 +457,10 @@ def ensemble_report(
             plot_risk_coverage(o.softmax(-1), targs, ax=axs[1], label=f'member {i}', ls='--')
     return res
 
-def print_report(report:dict):
-    "Print an `ensemble_report` as a two-column markdown table"
-    print("| metric | value |\n|---|---|")
-    for k, v in report.items():
-        v = ', '.join(f'{o:.4f}' for o in v) if isinstance(v, list) else (f'{v:.4f}' if isinstance(v, float) else v)
-        print(f"| {k} | {v} |")
+def report_markdown(report:dict)->str:
+    "An `ensemble_report` as a two-column markdown table (`print` it, or write it to a file)"
+    fmt = lambda v: ', '.join(f'{o:.4f}' for o in v) if isinstance(v, list) else (f'{v:.4f}' if isinstance(v, float) else v)
+    return '\n'.join(["| metric | value |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in report.items()])
 
 # %% ../nbs/40_metrics.ipynb #2bbc4362
 def ood_report(

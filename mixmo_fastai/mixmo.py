@@ -10,11 +10,10 @@ import math
 from fastai.basics import *
 from .mixing import *
 from .callback import *
-from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, recreate_opt
+from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, ConvertingCallback
 
 # %% auto #0
-__all__ = ['MixMoEncoder', 'MixMoHead', 'mixmo_parts', 'mixmo_model', 'mixmo_convert', 'mixmo_unconvert', 'member_inputs',
-           'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO']
+__all__ = ['MixMoEncoder', 'MixMoHead', 'mixmo_parts', 'mixmo_model', 'member_inputs', 'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO']
 
 # %% ../nbs/20_mixmo.ipynb #327e927a
 class _MixMoState:
@@ -121,7 +120,14 @@ def mixmo_parts(model:nn.Module)->tuple:
 
 # %% ../nbs/20_mixmo.ipynb #eeb65f32
 def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, encoder_init)->list:
-    "Convert `model` (unwrapped) in place; returns the `(name, module)` pairs it replaced, in the order to put them back"
+    "`mixmo_model`, returning the `(name, module)` pairs it replaced, in the order `_mixmo_unconvert` puts them back (`[]` for a converted model)"
+    if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
+    done, hd = mixmo_parts(model)
+    if done is not None:
+        if done.n_members != n_members: raise ValueError(f"Model already converted with {done.n_members} members, not {n_members}")
+        hd.ensemble = ensemble
+        return []
+    check_member_init(encoder_init)
     model = unwrap_model(model)
     enc_name, enc = _find(model, encoder, conv_types, first=True)
     if enc is None: raise ValueError(
@@ -139,6 +145,10 @@ def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, enco
     set_module(model, head_name, MixMoHead(hd, n_members, ensemble, state))
     return [(enc_name, enc), (head_name, hd)] + norms
 
+def _mixmo_unconvert(model, replaced:list):
+    "Put back the original encoder, its norm layers and the final `Linear` that `_mixmo_convert` replaced"
+    for name, m in replaced: set_module(unwrap_model(model), name, m)
+
 def mixmo_model(
     model:nn.Module, # A classification network: converted in place
     n_members:int=2, # M
@@ -148,33 +158,9 @@ def mixmo_model(
     encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
     encoder_init='fresh', # How the other members' encoders start: 'fresh', 'copy' (the encoder's weights) or σ (copy + noise)
 )->nn.Module:
-    "Turn `model` into a MixMo network with `n_members` encoders and heads (in place; a converted model is returned as it is)"
-    mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, encoder_init)
+    "Turn `model` into a MixMo network with `n_members` encoders and heads (in place; a converted model is returned as it is, with this `ensemble` rule)"
+    _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, encoder_init)
     return model
-
-def mixmo_convert(
-    model:nn.Module, # A classification network: converted in place
-    n_members:int=2, # M
-    encoder:str=None, # Name of the layer whose output is mixed (default: the first convolution)
-    head:str=None, # Name of the final `nn.Linear` (default: the last `nn.Linear`)
-    ensemble:str='logits', # Ensemble rule at inference: 'logits' or 'probs'
-    encoder_norm:bool=True, # Copy the norm layer (and activation) that directly follow the encoder into each member
-    encoder_init='fresh', # How the other members' encoders start: 'fresh', 'copy' (the encoder's weights) or σ (copy + noise)
-)->list:
-    "`mixmo_model`, returning what it replaced: the `(name, module)` pairs that `mixmo_unconvert` puts back (`[]` for a converted model)"
-    if n_members < 2: raise ValueError(f"MixMo needs at least 2 members, got n_members={n_members}")
-    enc, hd = mixmo_parts(model)
-    if enc is None: return _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, check_member_init(encoder_init))
-    if enc.n_members != n_members: raise ValueError(f"Model already converted with {enc.n_members} members, not {n_members}")
-    hd.ensemble = ensemble
-    return []
-
-def mixmo_unconvert(
-    model:nn.Module, # A model converted by `mixmo_convert`
-    replaced:list, # What `mixmo_convert` returned
-):
-    "Put back the original encoder, its norm layers and the final `Linear` that `mixmo_convert` replaced"
-    for name, m in replaced: set_module(unwrap_model(model), name, m)
 
 # %% ../nbs/20_mixmo.ipynb #8c856840
 def member_inputs(
@@ -264,27 +250,6 @@ def _warn_measured_loss(cb, spatial)->bool:
     if msg: warn(msg)
     return bool(msg)
 
-def _convert(cb, reset_opt=False):
-    "Convert `cb.learn.model` for MixMo callback `cb`; when an optimizer exists already (callback added after the `Learner`), re-create it"
-    # what `_unconvert` puts back if the first training batch is refused (forgotten after the first step)
-    init = 'fresh' if cb.encoder_init == 'auto' else cb.encoder_init  # 'auto': decided when the first fit starts
-    cb._orig = mixmo_convert(cb.learn.model, cb.n_members, cb.encoder, cb.head, cb.ensemble, cb.encoder_norm, init)
-    cb._init_pending = cb.encoder_init == 'auto' and bool(cb._orig)
-    if reset_opt: recreate_opt(cb.learn)
-
-def _start_members(cb):
-    "`encoder_init='auto'` on the first fit: copies of member 0's encoder when part of the model is frozen (pretrained), the fresh ones otherwise"
-    if not cb._init_pending or cb.in_lr_find: return
-    cb._init_pending,cb.encoder_init_used = False,resolve_member_init('auto', cb.learn.model, cb.pretrained_init)
-    for l in cb.encoders.layers[1:]: restart_member(l, cb.encoders.layers[0], cb.encoder_init_used)
-
-def _unconvert(cb):
-    "Put back what `_convert` replaced (before any training step only)"
-    if not getattr(cb, '_orig', None): return
-    mixmo_unconvert(cb.learn.model, cb._orig)
-    cb._orig,cb.encoders,cb.heads,cb._shapes = None,None,None,{}
-    cb.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
-
 def _batch_masks(cb, x):
     "The masks of MixMo callback `cb`'s batch at the encoders' resolution, with the box probability of this point of training"
     spatial = _output_shape(cb.encoders.layers[0], x, cb._shapes)
@@ -299,11 +264,10 @@ def _loader_batch(learn)->tuple:
     return b[:n], b[n:]
 
 # %% ../nbs/20_mixmo.ipynb #3f1aea0f
-class MixMo(MixingCallback):
+class MixMo(ConvertingCallback, MixingCallback):
     "MixMo (Ramé et al. 2021): `n_members` subnetworks in one CNN, trained on mixed features of `n_members` inputs"
-    run_valid,_warned = True,False
+    run_valid = True
     pretrained_init = 'copy'  # what encoder_init='auto' gives when the first fit starts with a frozen (pretrained) body
-    _init_pending = False  # encoder_init='auto' not decided yet (set by the conversion)
     def __init__(self,
         n_members:int=2, # M: number of subnetworks
         alpha:float=2., # Ratios ~ Beta(alpha, alpha) (Dirichlet for M > 2), per sample; `alpha <= 0` gives equal ratios
@@ -324,31 +288,36 @@ class MixMo(MixingCallback):
         store_attr()
         self._shapes = {}
 
-    def after_create(self):
-        "Convert the model when the `Learner` is created (so that its optimizer sees the new parameters), after the checks"
-        _check_learner(self.learn, self.n_members); _convert(self)
+    # the conversion (`ConvertingCallback`): when the Learner is created, or when the first fit starts
+    @property
+    def member_init(self): return self.encoder_init
+    def check(self): _check_learner(self.learn, self.n_members)
+    def is_converted(self)->bool: return mixmo_parts(self.learn.model)[0] is not None
+    def convert(self, init):
+        replaced = _mixmo_convert(self.learn.model, self.n_members, self.encoder, self.head, self.ensemble, self.encoder_norm, init)
+        return partial(self._unconvert, replaced) if replaced else None
+    def _unconvert(self, replaced):
+        _mixmo_unconvert(self.learn.model, replaced)
+        self.encoders,self.heads,self._shapes = None,None,{}
+    def start_members(self, init):
+        "`encoder_init='auto'`, decided: copies of member 0's encoder when part of the model is frozen (pretrained), the fresh ones otherwise"
+        self.encoder_init_used,enc = init,mixmo_parts(self.learn.model)[0]
+        for l in enc.layers[1:]: restart_member(l, enc.layers[0], init)
     def before_fit(self):
-        try: super().before_fit(); _check_learner(self.learn, self.n_members)
-        except Exception: _unconvert(self); raise
-        if mixmo_parts(self.learn.model)[0] is None: _convert(self, reset_opt=True)
+        super().before_fit()
         self.encoders,self.heads = mixmo_parts(self.learn.model)
-        _start_members(self)
-    def before_train(self):
-        super().before_train()
-        self._to_check = not (self.in_lr_find or self._warned)  # warned once, on the first batch (the map's size known)
 
     def before_batch(self):
-        super().before_batch()
+        with self.undo_if_refused(): super().before_batch()  # a refused first batch: the model goes back to what it was
         xs, ys = _loader_batch(self.learn)
         if not self.training or self.skip_batch:
             # validation, inference and lr_find: the plain network (on member 0's input for a MixMo loader's batch)
             if len(xs) == len(ys) == self.n_members: self.learn.xb,self.learn.yb = xs[:1],ys[:1]
             return
-        try:
+        with self.undo_if_refused():
             inputs, targets = member_inputs(xs, ys, self.n_members, self.keep_frac)
             masks, ratios = _batch_masks(self, inputs[0])
-        except ValueError: _unconvert(self); raise  # a refused (first) batch: the model goes back to what it was
-        if self._to_check: self._to_check,self._warned = False,_warn_measured_loss(self, tuple(masks.shape[2:]))
+        self.warn_once(lambda: _warn_measured_loss(self, tuple(masks.shape[2:])))  # the map's size known
         soft = [to_soft(y, self.heads.n_out) for y in targets]
         if self.input_mix: inputs, soft = member_input_mix(inputs, soft, masks, self.input_mix, self.input_mix_prob, self.input_mix_alpha)
         self.encoders.state.masks = masks
@@ -371,9 +340,7 @@ class MixMo(MixingCallback):
         "Soft cross-entropy of each member (the logits kept in `after_pred`) against its reweighted target, summed over members"
         return like_tensor(mixmo_loss(plain_tensor(self.member_pred), self.targets, self.weights), self.member_pred)
 
-    def after_batch(self):
-        if self.training: self._orig = None  # a step was taken: no going back
-        self._clear()
+    def after_batch(self): super().after_batch(); self._clear()
     def after_cancel_batch(self): super().after_cancel_batch(); self._clear()
     def after_cancel_train(self): super().after_cancel_train(); self._clear()
     def after_fit(self): self._clear(); publish_member_logits(self.learn, None)

@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from copy import deepcopy
 from .callback import check_finite_batch, publish_member_logits
 from .metrics import gather_member_preds, calibration_metrics, aurc, ood_metrics
-from .surgery import (unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, resolve_member_init, depthwise_convs, is_depthwise_conv, se_advice, MEASURED_LOSSES, measured_in, recreate_opt,
+from .surgery import (unwrap_model, in_lr_find, conv_types, member_copy, check_member_init, restart_member, depthwise_convs, is_depthwise_conv, se_advice, MEASURED_LOSSES, measured_in, ConvertingCallback,
     train_pass, reestimate_bn, bn_state, load_bn_state)
 
 # %% auto #0
@@ -327,12 +327,6 @@ def _check_one_subspace(learn, cb):
             f"callback that converted the model after {me} ({', '.join(others)}): put {me} after it in `cbs` "
             "so that the subspace is made last")
 
-def _check_unwrapped(learn, who:str):
-    "A model converted in `before_fit` must not be wrapped yet: the wrapper would not know the new parameters"
-    if num_distrib() > 1 or unwrap_model(learn.model) is not learn.model: raise RuntimeError(
-        f"{who} must convert the model before `distrib_ctx` wraps it: "
-        "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
-
 def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
     "Warn that a short fit barely trains a subspace of a network with depthwise convolutions on inputs of shape `spatial` (the rule of `MEASURED_LOSSES`); whether it warned"
     rule = MEASURED_LOSSES['subspace_depthwise']
@@ -344,11 +338,9 @@ def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
          f"MIMO(); the measurements: {measured_in('subspace_depthwise')}" + se_advice(model))
     return True
 
-class SubspaceCallback(Callback):
+class SubspaceCallback(ConvertingCallback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
-    _warned = False  # the depthwise-network warning, once per callback
     trained,bn_fresh = False,False  # before any fit (`before_fit` resets them): nothing trained, no statistics re-estimated
-    _init_pending = False  # point_init='auto' not decided yet (set by the conversion)
     pretrained_init = 0.5  # what point_init='auto' gives when the first fit starts with a frozen (pretrained) body
     def __init__(self,
         space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
@@ -367,36 +359,41 @@ class SubspaceCallback(Callback):
 
     @property
     def eval_points(self)->list: return list(self.ensemble_points) if self.ensemble_points else [self.eval_point]
-    def after_create(self): self._convert()
-    def _convert(self):
-        _check_one_subspace(self.learn, self)
-        if subspace_layers(self.learn.model): return
-        self.learn.model = to_subspace(self.learn.model, self.space, self.shared, 'fresh' if self.point_init == 'auto' else self.point_init)
-        self._init_pending = self.point_init == 'auto'  # decided when the first fit starts
-    def _start_points(self):
-        "`point_init='auto'` on the first fit: the other control points become perturbed copies of point 0 when part of the model is frozen (pretrained)"
-        if not self._init_pending or in_lr_find(self.learn): return
-        self._init_pending,self.point_init_used = False,resolve_member_init('auto', self.learn.model, self.pretrained_init)
+
+    # the conversion (`ConvertingCallback`): when the Learner is created, or when the first fit starts
+    @property
+    def member_init(self): return self.point_init
+    def check(self): _check_one_subspace(self.learn, self)
+    def is_converted(self)->bool: return bool(subspace_layers(self.learn.model))
+    def convert(self, init):
+        if self.is_converted(): return None
+        self.learn.model = to_subspace(self.learn.model, self.space, self.shared, init)
+        return self._unconvert
+    def _unconvert(self):
+        "Put back the original layers: each subspace layer's point 0, untouched before the first training step"
+        model = self.learn.model
+        if isinstance(model, SubspaceLayer): self.learn.model = model.layer; return
+        for m in list(model.modules()):
+            for n, c in list(m.named_children()):
+                if isinstance(c, SubspaceLayer): setattr(m, n, c.layer)
+    def start_members(self, init):
+        "`point_init='auto'`, decided: the other control points become perturbed copies of point 0 when part of the model is frozen (pretrained)"
+        self.point_init_used = init
         for l in subspace_layers(self.learn.model):
-            for p in l.points[1:]: restart_member(p, l.points[0], self.point_init_used)
+            for p in l.points[1:]: restart_member(p, l.points[0], init)
     def before_fit(self):
-        _check_one_subspace(self.learn, self)
-        if not subspace_layers(self.learn.model):  # added to `fit`: convert now, and give the optimizer the new parameters
-            _check_unwrapped(self.learn, type(self).__name__)
-            self._convert()
-            recreate_opt(self.learn)
-        self._start_points()
+        super().before_fit()
         self.trained,self.bn_fresh = False,False
 
     def before_train(self):
+        super().before_train()
         self.trained,self._layers = True,subspace_layers(self.learn.model)  # found once per epoch, not per batch
-        self._to_check = not (self._warned or in_lr_find(self.learn))  # warned once, on the first batch (the input's size known)
     def before_batch(self):
         publish_member_logits(self.learn, None)
         if not self.training: return
-        check_finite_batch(self.learn.xb, type(self).__name__)
-        if self._to_check:
-            self._to_check,self._warned = False,_warn_depthwise(self.learn.model, type(self).__name__, self.n_epoch, tuple(self.learn.xb[0].shape[2:]))
+        with self.undo_if_refused(): check_finite_batch(self.learn.xb, type(self).__name__)
+        # warned once, on the first batch (the input's size known)
+        self.warn_once(lambda: _warn_depthwise(self.learn.model, type(self).__name__, self.n_epoch, tuple(self.learn.xb[0].shape[2:])))
         _sample_layers(self._layers, self.layerwise)
     def after_loss(self):
         if not self.training or not self.beta or not len(self.learn.yb): return

@@ -16,8 +16,8 @@ import sys
 __all__ = ['conv_types', 'DOCS_URL', 'MEASURED_LOSSES', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs',
            'is_squeeze_excitation', 'squeeze_excitations', 'remove_squeeze_excitation', 'measured_in', 'se_advice',
            'set_module', 'fresh_copy', 'check_member_init', 'member_copy', 'restart_member', 'is_frozen',
-           'resolve_member_init', 'recreate_opt', 'train_pass', 'bn_modules', 'bn_state', 'load_bn_state',
-           'reestimate_bn']
+           'resolve_member_init', 'recreate_opt', 'check_unwrapped', 'ConvertingCallback', 'train_pass', 'bn_modules',
+           'bn_state', 'load_bn_state', 'reestimate_bn']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -162,6 +162,69 @@ def recreate_opt(learn:Learner):
     hypers = learn.opt.hypers
     learn.create_opt()
     for k in hypers[0]: learn.opt.set_hyper(k, [h[k] for h in hypers][:len(learn.opt.hypers)])
+
+# %% ../nbs/00a_surgery.ipynb #5d685451
+def check_unwrapped(learn:Learner, who:str):
+    "Refuse a model that `distrib_ctx` (or `nn.DataParallel`) already wraps: a conversion now would be invisible to the wrapper"
+    if num_distrib() > 1 or unwrap_model(learn.model) is not learn.model: raise RuntimeError(
+        f"{who} must convert the model before `distrib_ctx` wraps it: "
+        "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
+
+class ConvertingCallback(Callback):
+    "Base of the callbacks that convert `learn.model`: at `after_create` or `before_fit`, undone if refused, 'auto' members decided on the first fit, one warning"
+    _warned,_to_check = False,False  # the measured-loss warning: given once, looked for on a first training batch
+    _init_pending = False  # `member_init='auto'` not decided yet (set by a conversion)
+    _undo = None  # puts the model back as it was: kept until the first training step
+    pretrained_init = 'copy'  # what `member_init='auto'` gives when the first fit starts with part of the model frozen
+    member_init = 'fresh'  # subclasses: how the new members start ('auto', 'fresh', 'copy' or σ)
+
+    # what a subclass defines
+    def check(self): "Refuse a learner this callback cannot train (at creation and at every fit, before converting)"
+    def is_converted(self)->bool: raise NotImplementedError
+    def convert(self, init)->callable:
+        "Convert `self.learn.model`, new members started as `init` says; return a function that undoes it (`None`: nothing was converted)"
+        raise NotImplementedError
+    def start_members(self, init): "Restart the new members from member 0 as `init` says (`member_init='auto'`, decided)"
+
+    def after_create(self):
+        "Convert when the `Learner` is created, so that its optimizer sees the new parameters"
+        self.check(); self._convert()
+    def before_fit(self):
+        "Convert now if the callback came after the `Learner` (a new optimizer), and decide `member_init='auto'` on the first fit"
+        with self.undo_if_refused():
+            getattr(super(), 'before_fit', noop)()
+            self.check()
+        if not self.is_converted():
+            check_unwrapped(self.learn, type(self).__name__)
+            self._convert(); recreate_opt(self.learn)
+        if self._init_pending and not in_lr_find(self.learn):
+            self._init_pending = False
+            self.start_members(resolve_member_init('auto', self.learn.model, self.pretrained_init))
+    def before_train(self):
+        getattr(super(), 'before_train', noop)()
+        self._to_check = not (self._warned or in_lr_find(self.learn))
+    def after_batch(self):
+        getattr(super(), 'after_batch', noop)()
+        if self.training: self._undo = None  # a step was taken: no going back
+
+    def warn_once(self, warns:callable):
+        "On a first training batch (not `lr_find`'s) until one warning was given: `warns()` warns or not, and says whether it did"
+        if self._to_check: self._to_check,self._warned = False,warns()
+    @contextmanager
+    def undo_if_refused(self):
+        "An exception raised within (a refused fit or first batch) puts the model back as it was before the conversion"
+        try: yield
+        except Exception: self.undo_conversion(); raise
+    def undo_conversion(self):
+        "Put the model back as it was, if no training step was taken since the conversion"
+        if self._undo is None: return
+        self._undo()
+        self._undo,self._init_pending = None,False
+        self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
+    def _convert(self):
+        auto = self.member_init == 'auto'
+        self._undo = self.convert('fresh' if auto else self.member_init)
+        self._init_pending = auto and self._undo is not None
 
 # %% ../nbs/00a_surgery.ipynb #4785b067
 def train_pass(dls:DataLoaders)->DataLoader:

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_cli(*args, timeout=600):
     "Run the installed `mixmo-fastai` console script (falls back to `python -m`)"
     exe = Path(sys.executable).with_name('mixmo-fastai')
-    cmd = [str(exe), *args] if exe.exists() else [sys.executable, '-m', 'mixmo_fastai.cli', *args]
+    cmd = [str(exe), *args] if exe.exists() else [sys.executable, '-m', 'mixmo_fastai._console', *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 def subset_dls(n_train, n_valid=64, bs=64, **kwargs):

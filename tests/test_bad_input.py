@@ -197,11 +197,11 @@ def test_linear_mixmo_on_1x1_features_works(dls):
 class _PoisonInput(Callback):
     "Put a NaN (or an inf) into one image of the second training batch, before any mixing callback runs"
     order = -50
-    def __init__(self, value): self.value,self.n = value,0
+    def __init__(self, value, at=2): self.value,self.at,self.n = value,at,0
     def before_batch(self):
         if not self.training: return
         self.n += 1
-        if self.n == 2:
+        if self.n == self.at:
             x = self.learn.xb[0].clone()
             x[0, 0, 0, 0] = self.value
             self.learn.xb = (x,)
@@ -220,6 +220,23 @@ def test_non_finite_input_refused(name, value, dls):
     with pytest.raises((ValueError, RuntimeError), match='finite|nan|inf'):
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=[count, _PoisonInput(value)])
     assert count.steps == 1
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+@pytest.mark.parametrize('name', MIXMO + SUBSPACE)
+@pytest.mark.parametrize('added', ['at_creation', 'to_fit'])
+def test_refused_first_batch_puts_the_model_back(name, added, dls):
+    "A converting callback whose first training batch is refused leaves the model as it was: the learner trains without it"
+    set_seed(0)
+    model, count = net(), _Count()
+    snap = _snapshot(model)
+    learn = Learner(dls, model, cbs=cls(name)() if added == 'at_creation' else None)
+    cbs = [count, _PoisonInput(float('nan'), at=1)] + ([cls(name)()] if added == 'to_fit' else [])
+    with pytest.raises((ValueError, RuntimeError), match='finite|nan|inf'):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=cbs)
+    assert count.steps == 0 and learn.model is model
+    _unchanged(model, snap)
+    if added == 'at_creation': learn.remove_cb(learn.cbs.filter(lambda c: type(c).__name__ == name)[0])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
 
 # ---------------------------------------------------------------------------------------------------- subspace conversion

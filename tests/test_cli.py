@@ -151,3 +151,20 @@ def test_fashion_mnist_missing_is_one_line_error(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(data, 'FASHION_MNIST_DIRS', [str(tmp_path)])
     _one_line_error(capsys, ['train', '--task', 'fashion_mnist', '--epochs', '1'],
                     'apt-get install dataset-fashion-mnist', 'path=', 'download=True')
+
+def test_importing_the_cli_leaves_warning_filters_alone():
+    "Only the console script silences torch's warnings (in its own process); a library import of the cli does not"
+    import subprocess, sys
+    code = ("import warnings, mixmo_fastai.cli\n"
+            "print(any(f[0] == 'ignore' and f[3] is not None and f[3].pattern == r'torch\\.' for f in warnings.filters))")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == 'False'
+    code = ("import warnings, sys; sys.argv = ['mixmo-fastai', '--help']\n"
+            "from mixmo_fastai import _console\n"
+            "try: _console.main(['--help'])\n"
+            "except SystemExit: pass\n"
+            "print(any(f[0] == 'ignore' and f[3] is not None and f[3].pattern == r'torch\\.' for f in warnings.filters))")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == 'True'

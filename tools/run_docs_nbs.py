@@ -2,9 +2,10 @@
 
     python tools/run_docs_nbs.py                  # every notebook of nbs/
     python tools/run_docs_nbs.py nbs/40_metrics.ipynb nbs/45_bench.ipynb
+    python tools/run_docs_nbs.py --slow nbs/91_demo_mixmo.ipynb   # the `#| slow` cells too (the demos' long runs)
 
-Cells flagged with one of `[tool.nbdev] tst_flags` (`#| slow`, `#| notest`) and cells with `#| eval: false` are
-not run: they keep the outputs they had. Each notebook runs in a fresh process; a notebook that fails is left
+Cells flagged with one of `[tool.nbdev] tst_flags` (`#| slow`, `#| notest`; with `--slow`, `#| notest` only) and cells
+with `#| eval: false` are not run: they keep the outputs they had. Each notebook runs in a fresh process; a notebook that fails is left
 unchanged and the script exits non-zero. Plots are saved as plain PNG (not retina), progress
 bars and warnings of the libraries underneath are dropped (see `keep_output`), and the usual `nbdev-clean`
 removes execution counts and metadata.
@@ -54,28 +55,31 @@ def run_nb(fn:Path, skip_flags, timeout):
         if cell.cell_type == 'code' and not _skip(cell): cell['outputs'] = [o for o in cell.get('outputs', []) if keep_output(o)]
     write_nb(nb, fn)
 
-def _run_one(fn):
+def _run_one(fn, slow=False):
     "Run `fn` in a fresh interpreter (notebooks start DataLoader workers, which a pool's daemon process cannot)"
     t = time.time()
-    res = subprocess.run([sys.executable, __file__, '--one', str(fn)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, __file__, '--one', str(fn)] + ['--slow'] * slow, capture_output=True, text=True)
     return fn, time.time()-t, (res.stderr.strip().splitlines() or ['exit status %d' % res.returncode])[-1] if res.returncode else None
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('nbs', nargs='*', help='notebooks to run (default: every notebook of nbs/)')
     p.add_argument('--n-workers', type=int, default=1, help='notebooks run at once, each in its own process')
+    p.add_argument('--slow', action='store_true', help="run the `#| slow` cells too, without the cells' time limit")
     p.add_argument('--one', help=argparse.SUPPRESS)  # the child process: run this notebook and write it back
     args = p.parse_args()
     os.chdir(root)
     os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
     from nbdev.config import get_config
     cfg = get_config()
-    if args.one: return run_nb(Path(args.one), str(cfg.get('tst_flags', '')).split(), int(cfg.get('cell_timeout', 600)))
+    if args.one:
+        flags = [f for f in str(cfg.get('tst_flags', '')).split() if not (args.slow and f == 'slow')]
+        return run_nb(Path(args.one), flags, None if args.slow else int(cfg.get('cell_timeout', 600)))
     from nbdev.clean import nbdev_clean
     fns = [Path(f).resolve() for f in args.nbs] or sorted(cfg.nbs_path.glob('[!_.]*.ipynb'))
     start, failed = time.time(), []
     with ThreadPoolExecutor(args.n_workers) as ex:
-        for fn, secs, err in ex.map(_run_one, fns):
+        for fn, secs, err in ex.map(lambda f: _run_one(f, args.slow), fns):
             print(f'{fn.relative_to(root)}: {secs:.0f}s' + (f'  FAILED, left unchanged: {err}' if err else ''), flush=True)
             if err: failed.append(fn)
             else: nbdev_clean.__wrapped__(fname=str(fn))
