@@ -243,11 +243,9 @@ def evaluate(
     near_ood_dl:DataLoader=None, # Near-OOD data: the same, prefixed `near_ood_`
     shift_images:int=0, # Corrupt the first `shift_images` validation images by every kind and severity of `shift.CORRUPTIONS`
 )->dict:
-    "Accuracy, NLL, ECE, Brier, AURC, members' accuracy and diversity on the validation set (OOD detection, scores under shift), and the logits"
+    "`ensemble_scores` of the validation set (accuracy, NLL, ECE, Brier, AURC, members' accuracy and AURC, diversity, NLL before/after temperature scaling), OOD detection and scores under shift, and the logits"
     with learn.no_bar(): logits, members, targs = get_member_preds(learn)
-    res = ensemble_scores(logits, members, targs, n_bins)
-    ts = temperature_report(logits, targs, n_bins=n_bins)  # fitted on half of the validation set, measured on the rest
-    res.update(ts_nll_before=ts['nll_before'], ts_nll=ts['nll_after'], temperature=ts['temperature'])
+    res = ensemble_scores(logits, members, targs, n_bins, calib_pct=0.5)  # the temperature: fitted on half, measured on the rest
     scores = []  # every score of `ood_report`, for the ensemble and each member
     for name, dl in (('ood', ood_dl), ('near_ood', near_ood_dl)):
         if dl is None: continue
@@ -489,7 +487,7 @@ def markdown_table(df)->str:
     for _, r in df.iterrows():
         lines.append(f"| {r['method']} | {r['budget']} | {r['epochs']} | {r['compute']:.2f} | "
                      f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} | {r['member_accuracy']} | "
-                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ts_nll_before']:.4f} / {r['ts_nll']:.4f} | "
+                     f"{r['nll']:.4f} ± {r['nll_std']:.4f} | {r['ts_nll_before']:.4f} / {r['ts_nll_after']:.4f} | "
                      f"{r['ece']:.4f} | {r['brier']:.4f} | {r['aurc']:.4f} | {ood(r)} | "
                      f"{r['disagreement']:.3f} | "
                      f"{r['infer_ratio']:.2f} | {_versus(r)} |")
@@ -642,7 +640,7 @@ def run_bench(
                          nll=rr['nll'].mean(), nll_std=_mean_std(rr['nll'])[1], ece=rr['ece'].mean(),
                          brier=rr['brier'].mean(), disagreement=rr['disagreement'].mean(),
                          ratio_errors=rr['ratio_errors'].mean(), aurc=rr['aurc'].mean(),
-                         ts_nll_before=rr['ts_nll_before'].mean(), ts_nll=rr['ts_nll'].mean(),
+                         ts_nll_before=rr['ts_nll_before'].mean(), ts_nll_after=rr['ts_nll_after'].mean(),
                          ood_auroc=rr['ood_auroc'].mean() if 'ood_auroc' in rr else float('nan'),
                          ood_fpr95=rr['ood_fpr95'].mean() if 'ood_fpr95' in rr else float('nan'),
                          **_shift_columns(rr, ref),

@@ -423,13 +423,16 @@ def ensemble_scores(
     members:Tensor, # The members' logits `(N, M, C)`, or None for a single model
     targs:Tensor, # Targets `(N,)`
     n_bins:int=15,
+    calib_pct:float=None, # If given, adds `temperature_report` (fitted on this fraction, measured on the rest), prefixed `ts_`
 )->dict:
-    "Ensemble and member accuracy, NLL, ECE, Brier, diversity and AURC of logits gathered by `get_member_preds` (the core of `ensemble_report`)"
+    "Ensemble and member accuracy, NLL, ECE, Brier, diversity, AURC (and temperature scaling) of logits gathered by `get_member_preds`: the core of `ensemble_report`"
     ms = members if members is not None else logits[:, None]
-    return dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
-                member_accuracy=member_accuracies(ms, targs).tolist(),
-                disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs),
-                aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
+    res = dict(n_members=ms.shape[1], **calibration_metrics(logits, targs, n_bins),
+               member_accuracy=member_accuracies(ms, targs).tolist(),
+               disagreement=disagreement(ms), ratio_errors=ratio_errors(ms, targs),
+               aurc=aurc(logits.softmax(-1), targs), member_aurc=[aurc(o.softmax(-1), targs) for o in ms.unbind(1)])
+    if calib_pct is not None: res.update({f'ts_{k}': v for k, v in temperature_report(logits, targs, calib_pct, n_bins=n_bins).items()})
+    return res
 
 def ensemble_report(
     learn:Learner,
@@ -443,8 +446,7 @@ def ensemble_report(
     "Ensemble and member accuracy, NLL, ECE, Brier, diversity, AURC, temperature scaling (and OOD detection) of a trained learner"
     logits, members, targs = gather_member_preds(learn, dl, 'in-distribution')
     if targs is None: raise ValueError("ensemble_report needs a DataLoader with labels")
-    res = ensemble_scores(logits, members, targs, n_bins)
-    res.update({f'ts_{k}': v for k, v in temperature_report(logits, targs, calib_pct, n_bins=n_bins).items()})
+    res = ensemble_scores(logits, members, targs, n_bins, calib_pct)
     if ood_dl is not None:
         ood_logits, ood_members, _ = gather_member_preds(learn, ood_dl, 'OOD')
         res.update({f'ood_{k}': v for k, v in ood_metrics(logits, ood_logits, members, ood_members, tpr).items()})

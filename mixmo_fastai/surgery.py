@@ -1,4 +1,4 @@
-"""What the callbacks do to a model, written once: reach inside a DDP/Accelerate wrapper, tell `lr_find` from a fit, find convolutions, make a fresh copy of a layer, replace a module by its name, re-create the optimizer after a conversion.
+"""What the callbacks do to a model, written once: reach inside a DDP/Accelerate wrapper, tell `lr_find` from a fit, find convolutions, make a fresh copy of a layer, replace a module by its name, re-create the optimizer after a conversion, and the base of the callbacks that convert a model.
 
 Docs: https://mixmo-fastai.github.io/mixmo_fastai/surgery.html.md"""
 
@@ -10,7 +10,7 @@ from copy import deepcopy
 from fastai.basics import *
 from fastai.callback.schedule import LRFinder
 from torch.nn.modules.batchnorm import _BatchNorm
-import sys
+import sys, itertools
 
 # %% auto #0
 __all__ = ['conv_types', 'DOCS_URL', 'MEASURED_LOSSES', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs',
@@ -170,11 +170,15 @@ def check_unwrapped(learn:Learner, who:str):
         f"{who} must convert the model before `distrib_ctx` wraps it: "
         "pass it to the Learner (`Learner(..., cbs=...)`) instead of adding it later")
 
+_FASTAI_CONTROL = (CancelFitException, CancelEpochException, CancelTrainException, CancelValidException,
+                   CancelBatchException, CancelStepException, CancelBackwardException)  # fastai's control flow: not a refusal
+_conversions = itertools.count()  # the order in which callbacks converted a model: undone in reverse
+
 class ConvertingCallback(Callback):
     "Base of the callbacks that convert `learn.model`: at `after_create` or `before_fit`, undone if refused, 'auto' members decided on the first fit, one warning"
     _warned,_to_check = False,False  # the measured-loss warning: given once, looked for on a first training batch
     _init_pending = False  # `member_init='auto'` not decided yet (set by a conversion)
-    _undo = None  # puts the model back as it was: kept until the first training step
+    _undo,_converted = None,-1  # puts the model back as it was, kept until the first training step; when it converted
     pretrained_init = 'copy'  # what `member_init='auto'` gives when the first fit starts with part of the model frozen
     member_init = 'fresh'  # subclasses: how the new members start ('auto', 'fresh', 'copy' or σ)
 
@@ -182,7 +186,7 @@ class ConvertingCallback(Callback):
     def check(self): "Refuse a learner this callback cannot train (at creation and at every fit, before converting)"
     def is_converted(self)->bool: raise NotImplementedError
     def convert(self, init)->callable:
-        "Convert `self.learn.model`, new members started as `init` says; return a function that undoes it (`None`: nothing was converted)"
+        "Convert `self.learn.model`, new members started as `init` says; return a function that undoes it (`None`: nothing was converted), picklable (a bound method or a `partial` of one: `learn.export` pickles the callbacks)"
         raise NotImplementedError
     def start_members(self, init): "Restart the new members from member 0 as `init` says (`member_init='auto'`, decided)"
 
@@ -212,18 +216,21 @@ class ConvertingCallback(Callback):
         if self._to_check: self._to_check,self._warned = False,warns()
     @contextmanager
     def undo_if_refused(self):
-        "An exception raised within (a refused fit or first batch) puts the model back as it was before the conversion"
+        "An exception raised within (a refused fit or first batch; not fastai's `Cancel...Exception`s) puts the model back as it was before the conversion"
         try: yield
+        except _FASTAI_CONTROL: raise
         except Exception: self.undo_conversion(); raise
     def undo_conversion(self):
-        "Put the model back as it was, if no training step was taken since the conversion"
+        "Put the model back as it was, if no training step was taken since the conversion; callbacks that converted it after this one undo theirs first"
         if self._undo is None: return
-        self._undo()
-        self._undo,self._init_pending = None,False
+        later = [c for c in self.learn.cbs if isinstance(c, ConvertingCallback) and c._undo is not None and c._converted > self._converted]
+        for c in sorted(later, key=lambda c: -c._converted) + [self]:  # e.g. a subspace made of a MixMo model
+            c._undo()
+            c._undo,c._init_pending = None,False
         self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
     def _convert(self):
         auto = self.member_init == 'auto'
-        self._undo = self.convert('fresh' if auto else self.member_init)
+        self._undo,self._converted = self.convert('fresh' if auto else self.member_init),next(_conversions)
         self._init_pending = auto and self._undo is not None
 
 # %% ../nbs/00a_surgery.ipynb #4785b067

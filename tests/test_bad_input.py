@@ -239,6 +239,22 @@ def test_refused_first_batch_puts_the_model_back(name, added, dls):
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
 
+def test_refused_first_batch_undoes_every_conversion():
+    "MixMo and a line of its converted model (a supported pairing): a refused first batch puts back both conversions"
+    dls = _subset_dls()
+    set_seed(0)
+    model = net()
+    snap = _snapshot(model)
+    learn = Learner(dls, model, cbs=[CutMixMo(), LinesSubspace()])
+    with pytest.raises((ValueError, RuntimeError), match='finite|nan|inf'):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=_PoisonInput(float('nan'), at=1))
+    assert learn.model is model
+    _unchanged(model, snap)
+    # the next fit converts again, the line made of the MixMo model as at creation
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    enc, _ = mixmo_parts(learn.model)
+    assert enc is not None and any(isinstance(m, SubspaceLayer) for m in enc.modules())
+
 # ---------------------------------------------------------------------------------------------------- subspace conversion
 class _OwnParam(Module):
     "A model with parameters but no layer `to_subspace` converts"
