@@ -3,7 +3,8 @@
 
 A recipe is a bench method with optional keyword arguments for its callback: `cutmixmo`, `cutmixmo:keep_frac=0.25`, `cutmixmo:alpha=1+box_prob=0.2`,
 `mimo:alpha=0`, `lines`, `vanilla`, `ensemble2` (two vanilla runs of seeds s and s+100, logits averaged). Each run trains
-`digits_net(width)` with `fit_one_cycle(epochs, lr)` on a balanced `n` images per class of the 60,000 (300 test images
+`digits_net(width)` (or, with `--net`, a deeper network: `resnet3`, a third `ResBlock` stage of 4 x width
+channels at 7x7; `xresnet18`, fastai's 18-layer ResNet, 64 to 512 channels, `width` unused) with `fit_one_cycle(epochs, lr)` on a balanced `n` images per class of the 60,000 (300 test images
 per class, the benchmark's 3,000) and is cached as one JSON line in bench_out/recipes/runs.jsonl (never repeated):
 
     python tools/recipe_study.py run --recipes vanilla,cutmixmo,mimo,lines --epochs 30 --seeds 0,1,2
@@ -34,62 +35,73 @@ def parse(recipe):
         except ValueError: kw[k] = v
     return name, kw
 
-def learner(recipe, dls, width, seed):
+def network(net, width, c):
+    "The study's networks: `digits_net`, the same with a third stage (`resnet3`), fastai's `xresnet18`"
+    if net == 'digits': return digits_net(width, 1, c)
+    if net == 'resnet3': return nn.Sequential(ConvLayer(1, width, ks=3), ResBlock(1, width, width),
+                                              ResBlock(1, width, 2*width, stride=2), ResBlock(1, 2*width, 4*width, stride=2),
+                                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4*width, c))
+    if net == 'xresnet18': return xresnet18(c_in=1, n_out=c)
+    raise ValueError(f"unknown --net {net!r}: digits, resnet3 or xresnet18")
+
+def learner(recipe, dls, width, seed, net='digits'):
     name, kw = parse(recipe)
     set_seed(seed, reproducible=True)
     for dl in dls.loaders: dl.rng = random.Random(seed)
     cb = CALLBACKS[name]
-    return Learner(dls, digits_net(width, 1, dls.c), cbs=[cb(**kw)] if cb else [])
+    return Learner(dls, network(net, width, dls.c), cbs=[cb(**kw)] if cb else [])
 
 def fit(learn, epochs, lr):
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
     return learn
 
-def run(recipes, seeds, n, width, epochs, lr, bs):
+def run(recipes, seeds, n, width, epochs, lr, bs, net='digits'):
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT/'runs.jsonl'
-    key = lambda r: (r['recipe'], r['n'], r['width'], r['epochs'], r['lr'], r['bs'], r['seed'])
+    key = lambda r: (r['recipe'], r['n'], r['width'], r['epochs'], r['lr'], r['bs'], r['seed'], r.get('net', 'digits'))
     done = {key(json.loads(l)) for l in path.read_text().splitlines()} if path.exists() else set()
     dls = fashion_mnist_dls(bs=bs, n_per_class=n, n_valid_per_class=300)
     for seed in seeds:
         for recipe in recipes:
-            cfg = dict(recipe=recipe, n=n, width=width, epochs=epochs, lr=lr, bs=bs, seed=seed)
+            cfg = dict(recipe=recipe, n=n, width=width, epochs=epochs, lr=lr, bs=bs, seed=seed, net=net)
             if key(cfg) in done: continue
             t = time.time()
             name, _ = parse(recipe)
             if name == 'ensemble2':
-                models = [fit(learner('vanilla', dls, width, s), epochs, lr).model for s in (seed, seed + 100)]
+                models = [fit(learner('vanilla', dls, width, s, net), epochs, lr).model for s in (seed, seed + 100)]
                 learn, method = Learner(dls, DeepEnsemble(models), cbs=MembersToEnsemble()), 'ensemble2'
-            else: learn, method = fit(learner(recipe, dls, width, seed), epochs, lr), name
+            else: learn, method = fit(learner(recipe, dls, width, seed, net), epochs, lr), name
             if method not in METHODS: method = 'vanilla'  # one evaluation row
             for row, r in evaluations(method, learn).items():
                 r.pop('logits'), r.pop('targs')
                 row = recipe if name != 'lines' else recipe + row[len('lines'):]
                 rec = dict(cfg, row=row, seconds=round(time.time() - t, 1), **r)
                 with open(path, 'a') as f: f.write(json.dumps(rec) + '\n')
-                print(f"{row:32s} n {n} w {width} ep {epochs} lr {lr:g} seed {seed}: acc {r['accuracy']:.4f}  "
+                print(f"{row:32s} {net} n {n} w {width} ep {epochs} lr {lr:g} seed {seed}: acc {r['accuracy']:.4f}  "
                       f"NLL {r['nll']:.4f}  ECE {r['ece']:.4f}  ({time.time() - t:.0f} s)", flush=True)
 
 def table(csv=None):
     import pandas as pd
     df = pd.read_json(OUT/'runs.jsonl', lines=True)
+    df['net'] = df['net'].fillna('digits') if 'net' in df else 'digits'
     rows = []
-    for (n, w, lr, bs), g in df.groupby(['n', 'width', 'lr', 'bs']):
+    for (net, n, w, lr, bs), g in df.groupby(['net', 'n', 'width', 'lr', 'bs']):
         for (row, ep), r in g.groupby(['row', 'epochs']):
-            rows.append(dict(n=n, width=w, lr=lr, bs=bs, row=row, epochs=ep, seeds=len(r), seconds=r['seconds'].mean(),
+            rows.append(dict(net=net, n=n, width=w, lr=lr, bs=bs, row=row, epochs=ep, seeds=len(r), seconds=r['seconds'].mean(),
                              accuracy=r['accuracy'].mean(), accuracy_std=r['accuracy'].std(), nll=r['nll'].mean(),
                              nll_std=r['nll'].std(), ece=r['ece'].mean(),
                              members=' / '.join(f'{a:.3f}' for a in np.mean(r['member_accuracy'].tolist(), 0))))
-    t = pd.DataFrame(rows).sort_values(['n', 'width', 'lr', 'bs', 'epochs', 'row'])
+    t = pd.DataFrame(rows).sort_values(['net', 'n', 'width', 'lr', 'bs', 'epochs', 'row'])
     pd.set_option('display.width', 250); pd.set_option('display.max_rows', 500)
     print(t.round(4).to_string(index=False))
     if csv: t.round(4).to_csv(csv, index=False); print(f"wrote {csv}")
 
-def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64):
+def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64, net='digits'):
     "Accuracy and NLL of `row` at `epochs` against vanilla at `ref_epochs`: differences and Welch's p over the seeds"
     import pandas as pd
     df = pd.read_json(OUT/'runs.jsonl', lines=True)
-    sel = (df['n'] == n) & (df['width'] == width) & (df['lr'] == lr) & (df['bs'] == bs)
+    df['net'] = df['net'].fillna('digits') if 'net' in df else 'digits'
+    sel = (df['net'] == net) & (df['n'] == n) & (df['width'] == width) & (df['lr'] == lr) & (df['bs'] == bs)
     a, b = df[sel & (df['row'] == row) & (df['epochs'] == epochs)], df[sel & (df['row'] == 'vanilla') & (df['epochs'] == ref_epochs)]
     for c in ('accuracy', 'nll'):
         print(f"{row} @ {epochs} vs vanilla @ {ref_epochs}: {c} {a[c].mean() - b[c].mean():+.4f} (p = {welch_p(a[c], b[c]):.3f}, "
@@ -106,11 +118,12 @@ if __name__ == '__main__':
     p.add_argument('--ref-epochs', type=int, default=None, help='versus: vanilla\'s epochs')
     p.add_argument('--lr', type=float, default=1e-2)
     p.add_argument('--bs', type=int, default=64)
+    p.add_argument('--net', default='digits', choices=['digits', 'resnet3', 'xresnet18'])
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--csv', default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    if a.cmd == 'run': run(a.recipes.split(','), [int(s) for s in a.seeds.split(',')], a.n, a.width, a.epochs, a.lr, a.bs)
+    if a.cmd == 'run': run(a.recipes.split(','), [int(s) for s in a.seeds.split(',')], a.n, a.width, a.epochs, a.lr, a.bs, a.net)
     elif a.cmd == 'table': table(a.csv)
     else:
-        for r in a.recipes.split(','): versus(r, a.epochs, a.ref_epochs or a.epochs, a.n, a.width, a.lr, a.bs)
+        for r in a.recipes.split(','): versus(r, a.epochs, a.ref_epochs or a.epochs, a.n, a.width, a.lr, a.bs, a.net)
