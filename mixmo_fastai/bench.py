@@ -10,6 +10,7 @@ import contextlib, math, random, time, statistics
 from fastai.vision.all import *
 from fastai.callback.mixup import MixUp, CutMix
 from fastai.callback.core import event
+from fastai.vision.models import xresnet
 from .data import (digits_dls, hard_digits_dls, digits_net, digits_ood_dl, fashion_mnist_dls, digits_as_ood_dl,
                                fashion_mnist_ood_dl, FASHION_NEAR_OOD_SPLIT)
 from .metrics import *
@@ -171,18 +172,21 @@ def get_dls(
     if len(dls.train_ds) == 0 or len(dls.valid_ds) == 0: raise BenchError(f"no images found under {str(path)!r}")
     return dls
 
+def _is_xresnet(arch): return arch.startswith('x') and arch in xresnet.__all__ and arch != 'XResNet'
+
 def arch_channels(arch:str)->int:
-    "Input channels `get_dls` gives `arch` on the embedded tasks: 1 for `digits_net`, 3 (RGB) for torchvision and timm models"
-    return 1 if arch == 'digits_net' else 3
+    "Input channels `get_dls` gives `arch` on the embedded tasks: 1 for `digits_net` and fastai's xresnets, 3 (RGB) for torchvision and timm models"
+    return 1 if arch == 'digits_net' or _is_xresnet(arch) else 3
 
 def get_model(
-    arch:str='digits_net', # `digits_net`, a torchvision model name (`resnet18`) or a timm model name
+    arch:str='digits_net', # `digits_net`, fastai's `xresnet18` (or another of `fastai.vision.models.xresnet`), a torchvision model name (`resnet18`) or a timm model name
     n_in:int=1, # Input channels
     n_out:int=10, # Classes
     width:int=32, # Width of `digits_net`
 )->nn.Module:
     "A randomly initialised model (no weights are downloaded)"
     if arch == 'digits_net': return digits_net(width, n_in, n_out)
+    if _is_xresnet(arch): return getattr(xresnet, arch)(c_in=n_in, n_out=n_out)
     import torchvision.models as tvm
     if arch in tvm.list_models(module=tvm):
         if n_in != 3: raise BenchError(f"{arch} takes 3-channel images")
@@ -190,7 +194,7 @@ def get_model(
     try: import timm
     except ImportError: timm = None
     if timm is not None and timm.is_model(arch): return timm.create_model(arch, pretrained=False, num_classes=n_out, in_chans=n_in)
-    raise BenchError(f"unknown architecture {arch!r}: use digits_net, a torchvision model (resnet18) or a timm model")
+    raise BenchError(f"unknown architecture {arch!r}: use digits_net, a fastai xresnet (xresnet18), a torchvision model (resnet18) or a timm model")
 
 def _n_in(dls): return dls.one_batch()[0].shape[1]
 
