@@ -168,3 +168,16 @@ def test_importing_the_cli_leaves_warning_filters_alone():
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == 'True'
+
+def test_recipe_sets_method_task_epochs_and_network(monkeypatch, capsys):
+    "`--recipe mimo-fashion` trains MIMO on Fashion-MNIST with xresnet18 (the training itself is replaced: a benchmark's length)"
+    import mixmo_fastai.cli as c
+    seen = {}
+    def fake_train(method, epochs, lr, seed, width, bs, size, out, arch, data, task):
+        seen.update(method=method, epochs=epochs, arch=arch, task=task)
+        return None, {}
+    monkeypatch.setattr(c, 'train', fake_train)
+    c.main(['train', '--recipe', 'mimo-fashion', '--out', 'unused.pkl'])
+    assert seen == dict(method='mimo', epochs=15, arch='xresnet18', task='fashion_mnist')
+    with pytest.raises(SystemExit): c.main(['train', '--recipe', 'mimo-fashion', '--arch', 'resnet18'])
+    assert 'drop --arch' in capsys.readouterr().err
