@@ -181,3 +181,11 @@ def test_recipe_sets_method_task_epochs_and_network(monkeypatch, capsys):
     assert seen == dict(method='mimo', epochs=15, arch='xresnet18', task='fashion_mnist')
     with pytest.raises(SystemExit): c.main(['train', '--recipe', 'mimo-fashion', '--arch', 'resnet18'])
     assert 'drop --arch' in capsys.readouterr().err
+
+def test_train_with_a_fastai_xresnet(cli, tmp_path):
+    "`--arch xresnet18`: fastai's network on one input channel, converted to MIMO's two members"
+    r = cli('train', '--method', 'mimo', '--arch', 'xresnet18', '--epochs', '1', '--out', str(tmp_path/'m.pkl'))
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert 0.1 < _acc(last, 'mimo') <= 1.0
+    assert len(last.split("members' accuracy")[1].split('disagreement')[0].split('/')) == 2, last

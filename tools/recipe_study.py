@@ -10,6 +10,7 @@ per class, the benchmark's 3,000) and is cached as one JSON line in bench_out/re
     python tools/recipe_study.py run --recipes vanilla,cutmixmo,mimo,lines --epochs 30 --seeds 0,1,2
     python tools/recipe_study.py table                   # mean ± std over seeds, Welch's p against vanilla
     python tools/recipe_study.py table --csv nbs/recipe_study.csv
+    python tools/recipe_study.py plot --net xresnet18 --png nbs/images/recipe_xresnet18.png   # accuracy, NLL vs compute
 
 Equal training compute: run vanilla for the epochs whose cost matches (a method's step time over vanilla's, from
 `mixmo-fastai bench --task fashion_mnist --timing-only` on an idle machine).
@@ -107,9 +108,30 @@ def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64, net='digits
         print(f"{row} @ {epochs} vs vanilla @ {ref_epochs}: {c} {a[c].mean() - b[c].mean():+.4f} (p = {welch_p(a[c], b[c]):.3f}, "
               f"{len(a)} / {len(b)} seeds)")
 
+def plot(out, n=200, width=32, lr=1e-2, bs=64, net='xresnet18'):
+    "Accuracy and NLL against epochs (mean ± std over seeds) of every row trained in one setting, ensembles' cost marked"
+    import pandas as pd, matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    df = pd.read_json(OUT/'runs.jsonl', lines=True)
+    df['net'] = df['net'].fillna('digits') if 'net' in df else 'digits'
+    df = df[(df['net'] == net) & (df['n'] == n) & (df['width'] == width) & (df['lr'] == lr) & (df['bs'] == bs)]
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
+    for row, g in df.groupby('row'):
+        s = g.groupby('epochs')[['accuracy', 'nll']].agg(['mean', 'std']).fillna(0)
+        if row == 'ensemble2': s.index = s.index * 2  # two networks: twice the training compute of one at those epochs
+        for ax, c in zip(axs, ('accuracy', 'nll')):
+            ax.errorbar(s.index, s[(c, 'mean')], s[(c, 'std')], marker='o', capsize=3,
+                        label=row + (' (x-axis: 2 x its epochs)' if row == 'ensemble2' else ''))
+    for ax, c in zip(axs, ('accuracy', 'NLL')):
+        ax.set_xlabel("epochs (the deep ensemble: its two networks' epochs together)"); ax.set_ylabel(c); ax.grid(alpha=.3)
+    axs[0].legend(fontsize=8)
+    fig.suptitle(f"Fashion-MNIST, {n} images per class, {net}" + (f" width {width}" if net != 'xresnet18' else '')
+                 + f", fit_one_cycle(epochs, {lr:g}): mean ± std over seeds", fontsize=10)
+    fig.tight_layout(); fig.savefig(out, dpi=110); print(f"wrote {out}")
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser()
-    p.add_argument('cmd', choices=['run', 'table', 'versus'])
+    p.add_argument('cmd', choices=['run', 'table', 'versus', 'plot'])
     p.add_argument('--recipes', default='vanilla')
     p.add_argument('--seeds', default='0')
     p.add_argument('--n', type=int, default=200, help='training images per class')
@@ -121,9 +143,11 @@ if __name__ == '__main__':
     p.add_argument('--net', default='digits', choices=['digits', 'resnet3', 'xresnet18'])
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--csv', default=None)
+    p.add_argument('--png', default='nbs/images/recipe_study.png', help='plot: where the figure goes')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.cmd == 'run': run(a.recipes.split(','), [int(s) for s in a.seeds.split(',')], a.n, a.width, a.epochs, a.lr, a.bs, a.net)
     elif a.cmd == 'table': table(a.csv)
+    elif a.cmd == 'plot': plot(a.png, a.n, a.width, a.lr, a.bs, a.net)
     else:
         for r in a.recipes.split(','): versus(r, a.epochs, a.ref_epochs or a.epochs, a.n, a.width, a.lr, a.bs, a.net)
