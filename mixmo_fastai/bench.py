@@ -172,7 +172,9 @@ def get_dls(
     if len(dls.train_ds) == 0 or len(dls.valid_ds) == 0: raise BenchError(f"no images found under {str(path)!r}")
     return dls
 
-def _is_xresnet(arch): return arch.startswith('x') and arch in xresnet.__all__ and arch != 'XResNet'
+def _is_xresnet(arch):
+    "A constructor of `fastai.vision.models.xresnet` (`xsenet154` left out: fastai's own does not build)"
+    return arch.startswith('x') and arch in xresnet.__all__ and arch != 'xsenet154'
 
 def arch_channels(arch:str)->int:
     "Input channels `get_dls` gives `arch` on the embedded tasks: 1 for `digits_net` and fastai's xresnets, 3 (RGB) for torchvision and timm models"

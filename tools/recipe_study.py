@@ -108,7 +108,7 @@ def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64, net='digits
         print(f"{row} @ {epochs} vs vanilla @ {ref_epochs}: {c} {a[c].mean() - b[c].mean():+.4f} (p = {welch_p(a[c], b[c]):.3f}, "
               f"{len(a)} / {len(b)} seeds)")
 
-def plot(out, n=200, width=32, lr=1e-2, bs=64, net='xresnet18'):
+def plot(out, n=200, width=32, lr=1e-2, bs=64, net='digits'):
     "Accuracy and NLL against epochs (mean ± std over seeds) of every row trained in one setting, ensembles' cost marked"
     import pandas as pd, matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
