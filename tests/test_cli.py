@@ -183,7 +183,7 @@ def test_recipe_sets_method_task_epochs_and_network(monkeypatch, capsys):
     assert 'drop --arch' in capsys.readouterr().err
 
 def test_train_with_a_fastai_xresnet(cli, tmp_path):
-    "`--arch xresnet18`: fastai's network on one input channel, converted to MIMO's two members"
+    "`--arch xresnet18`: fastai's network trains end to end, converted to MIMO's two members (its input channels: the notebook's `arch_channels` test)"
     r = cli('train', '--method', 'mimo', '--arch', 'xresnet18', '--epochs', '1', '--out', str(tmp_path/'m.pkl'))
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]

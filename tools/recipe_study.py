@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from fastai.vision.all import *
 from mixmo_fastai.all import *
-from mixmo_fastai.bench import METHODS, evaluations, welch_p
+from mixmo_fastai.bench import METHODS, evaluations, get_model, welch_p
 
 OUT = Path('bench_out/recipes')
 CALLBACKS = {'vanilla': None, 'mixup': MixUp, 'manifold': ManifoldMixup, 'output': OutputMixup, 'mimo': MIMO,
@@ -38,11 +38,11 @@ def parse(recipe):
 
 def network(net, width, c):
     "The study's networks: `digits_net`, the same with a third stage (`resnet3`), fastai's `xresnet18`"
-    if net == 'digits': return digits_net(width, 1, c)
+    if net == 'digits': return get_model('digits_net', 1, c, width)
     if net == 'resnet3': return nn.Sequential(ConvLayer(1, width, ks=3), ResBlock(1, width, width),
                                               ResBlock(1, width, 2*width, stride=2), ResBlock(1, 2*width, 4*width, stride=2),
                                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4*width, c))
-    if net == 'xresnet18': return xresnet18(c_in=1, n_out=c)
+    if net == 'xresnet18': return get_model('xresnet18', 1, c)
     raise ValueError(f"unknown --net {net!r}: digits, resnet3 or xresnet18")
 
 def learner(recipe, dls, width, seed, net='digits'):
@@ -81,10 +81,16 @@ def run(recipes, seeds, n, width, epochs, lr, bs, net='digits'):
                 print(f"{row:32s} {net} n {n} w {width} ep {epochs} lr {lr:g} seed {seed}: acc {r['accuracy']:.4f}  "
                       f"NLL {r['nll']:.4f}  ECE {r['ece']:.4f}  ({time.time() - t:.0f} s)", flush=True)
 
-def table(csv=None):
+def _runs():
+    "Every cached run; runs from before `--net` existed are on `digits_net`"
     import pandas as pd
     df = pd.read_json(OUT/'runs.jsonl', lines=True)
     df['net'] = df['net'].fillna('digits') if 'net' in df else 'digits'
+    return df
+
+def table(csv=None):
+    import pandas as pd
+    df = _runs()
     rows = []
     for (net, n, w, lr, bs), g in df.groupby(['net', 'n', 'width', 'lr', 'bs']):
         for (row, ep), r in g.groupby(['row', 'epochs']):
@@ -99,9 +105,7 @@ def table(csv=None):
 
 def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64, net='digits'):
     "Accuracy and NLL of `row` at `epochs` against vanilla at `ref_epochs`: differences and Welch's p over the seeds"
-    import pandas as pd
-    df = pd.read_json(OUT/'runs.jsonl', lines=True)
-    df['net'] = df['net'].fillna('digits') if 'net' in df else 'digits'
+    df = _runs()
     sel = (df['net'] == net) & (df['n'] == n) & (df['width'] == width) & (df['lr'] == lr) & (df['bs'] == bs)
     a, b = df[sel & (df['row'] == row) & (df['epochs'] == epochs)], df[sel & (df['row'] == 'vanilla') & (df['epochs'] == ref_epochs)]
     for c in ('accuracy', 'nll'):
@@ -110,10 +114,9 @@ def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64, net='digits
 
 def plot(out, n=200, width=32, lr=1e-2, bs=64, net='digits'):
     "Accuracy and NLL against epochs (mean ± std over seeds) of every row trained in one setting, ensembles' cost marked"
-    import pandas as pd, matplotlib; matplotlib.use('Agg')
+    import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    df = pd.read_json(OUT/'runs.jsonl', lines=True)
-    df['net'] = df['net'].fillna('digits') if 'net' in df else 'digits'
+    df = _runs()
     df = df[(df['net'] == net) & (df['n'] == n) & (df['width'] == width) & (df['lr'] == lr) & (df['bs'] == bs)]
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
     for row, g in df.groupby('row'):
