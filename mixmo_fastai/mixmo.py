@@ -267,7 +267,7 @@ def _loader_batch(learn)->tuple:
 class MixMo(ConvertingCallback, MixingCallback):
     "MixMo (Ramé et al. 2021): `n_members` subnetworks in one CNN, trained on mixed features of `n_members` inputs"
     run_valid = True
-    pretrained_init = 'copy'  # what encoder_init='auto' gives when the first fit starts with a frozen (pretrained) body
+    pretrained_init,init_arg = 'copy','encoder_init'  # what encoder_init='auto' gives on weights that `looks_pretrained`; the argument
     def __init__(self,
         n_members:int=2, # M: number of subnetworks
         alpha:float=2., # Ratios ~ Beta(alpha, alpha) (Dirichlet for M > 2), per sample; `alpha <= 0` gives equal ratios
@@ -282,7 +282,7 @@ class MixMo(ConvertingCallback, MixingCallback):
         encoder:str=None, # Name of the layer copied into encoders (default: the first convolution)
         head:str=None, # Name of the final `nn.Linear` (default: the last one)
         encoder_norm:bool=True, # Members' encoders include the norm (and activation) right after the encoder convolution
-        encoder_init='auto', # How the other members' encoders start: 'auto' ('copy' if the first fit starts frozen, as fine-tuning does; 'fresh' otherwise), 'fresh', 'copy' or σ (copy + noise)
+        encoder_init='auto', # How the other members' encoders start: 'auto' ('copy' if the first fit starts on weights that look pretrained: `looks_pretrained`; 'fresh' otherwise), 'fresh', 'copy' or σ (copy + noise)
     ):
         _check_mixmo_args(n_members, ensemble, input_mix); check_member_init(encoder_init, auto=True)
         store_attr()
@@ -300,7 +300,7 @@ class MixMo(ConvertingCallback, MixingCallback):
         _mixmo_unconvert(self.learn.model, replaced)
         self.encoders,self.heads,self._shapes = None,None,{}
     def start_members(self, init):
-        "`encoder_init='auto'`, decided: copies of member 0's encoder when part of the model is frozen (pretrained), the fresh ones otherwise"
+        "`encoder_init='auto'`, decided: copies of member 0's encoder when the weights look pretrained, the fresh ones otherwise"
         self.encoder_init_used,enc = init,mixmo_parts(self.learn.model)[0]
         for l in enc.layers[1:]: restart_member(l, enc.layers[0], init)
     def before_fit(self):

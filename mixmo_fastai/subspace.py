@@ -341,7 +341,7 @@ def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
 class SubspaceCallback(ConvertingCallback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
     trained,bn_fresh = False,False  # before any fit (`before_fit` resets them): nothing trained, no statistics re-estimated
-    pretrained_init = 0.5  # what point_init='auto' gives when the first fit starts with a frozen (pretrained) body
+    pretrained_init,init_arg = 0.5,'point_init'  # what point_init='auto' gives on weights that `looks_pretrained`; the argument
     def __init__(self,
         space=None, # `SubspaceLine()` (default), `SubspaceBezier()` or `SubspaceSimplex(n)`
         beta:float=1., # Weight of the cos^2 penalty between control points
@@ -351,7 +351,7 @@ class SubspaceCallback(ConvertingCallback):
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs of control points: 'random' (one per step, official), 'all', or fixed pairs like `[(0, 1)]`
         shared=None, # Layers kept off the subspace (one copy for every point): None, 'depthwise' or a function module -> bool
-        point_init='auto', # How the other control points start: 'auto' (σ = `pretrained_init` if the first fit starts frozen, as fine-tuning does; 'fresh' otherwise), 'fresh', 'copy' or σ (copy + noise)
+        point_init='auto', # How the other control points start: 'auto' (σ = `pretrained_init` if the first fit starts on weights that look pretrained: `looks_pretrained`; 'fresh' otherwise), 'fresh', 'copy' or σ (copy + noise)
     ):
         store_attr()
         self.space,self.bn_states = ifnone(space, SubspaceLine()),None
@@ -377,7 +377,7 @@ class SubspaceCallback(ConvertingCallback):
             for n, c in list(m.named_children()):
                 if isinstance(c, SubspaceLayer): setattr(m, n, c.layer)
     def start_members(self, init):
-        "`point_init='auto'`, decided: the other control points become perturbed copies of point 0 when part of the model is frozen (pretrained)"
+        "`point_init='auto'`, decided: the other control points become perturbed copies of point 0 when the weights look pretrained"
         self.point_init_used = init
         for l in subspace_layers(self.learn.model):
             for p in l.points[1:]: restart_member(p, l.points[0], init)
@@ -454,7 +454,7 @@ class LinesSubspace(SubspaceCallback):
         ensemble_points:list=None, # Evaluate the mean logits of these points instead, e.g. `[0., 1.]`
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         shared=None, # Layers kept off the line (one copy for every point): None, 'depthwise' or a function module -> bool
-        point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
+        point_init='auto', # How the other control points start: 'auto' (copies + noise on weights that look pretrained; fresh otherwise), 'fresh', 'copy' or σ
     ):
         super().__init__(SubspaceLine(), beta, layerwise, eval_point, ensemble_points, bn_update, shared=shared, point_init=point_init)
 
@@ -468,7 +468,7 @@ class CurvesSubspace(SubspaceCallback):
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs: 'random' (one of the 3 points' pairs per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the curve (one copy for every point): None, 'depthwise' or a function module -> bool
-        point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
+        point_init='auto', # How the other control points start: 'auto' (copies + noise on weights that look pretrained; fresh otherwise), 'fresh', 'copy' or σ
     ):
         super().__init__(SubspaceBezier(), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared, point_init)
 
@@ -483,7 +483,7 @@ class SimplexSubspace(SubspaceCallback):
         bn_update:bool=True, # Re-estimate BatchNorm statistics at the evaluation point(s) after training
         reg_pairs='random', # Penalised pairs of corners: 'random' (one per step, official), 'all', or e.g. `[(0, 1)]`
         shared=None, # Layers kept off the simplex (one copy for every point): None, 'depthwise' or a function module -> bool
-        point_init='auto', # How the other control points start: 'auto' (copies + noise on a frozen, pretrained model; fresh otherwise), 'fresh', 'copy' or σ
+        point_init='auto', # How the other control points start: 'auto' (copies + noise on weights that look pretrained; fresh otherwise), 'fresh', 'copy' or σ
     ):
         eval_point = ifnone(eval_point, [1/n_points]*n_points)
         super().__init__(SubspaceSimplex(n_points), beta, layerwise, eval_point, ensemble_points, bn_update, reg_pairs, shared, point_init)

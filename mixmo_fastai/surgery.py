@@ -15,9 +15,9 @@ import sys, itertools
 # %% auto #0
 __all__ = ['conv_types', 'DOCS_URL', 'MEASURED_LOSSES', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs',
            'is_squeeze_excitation', 'squeeze_excitations', 'remove_squeeze_excitation', 'measured_in', 'se_advice',
-           'set_module', 'fresh_copy', 'check_member_init', 'member_copy', 'restart_member', 'is_frozen',
-           'resolve_member_init', 'recreate_opt', 'check_unwrapped', 'ConvertingCallback', 'train_pass', 'bn_modules',
-           'bn_state', 'load_bn_state', 'reestimate_bn']
+           'set_module', 'fresh_copy', 'check_member_init', 'member_copy', 'restart_member', 'is_frozen', 'bn_modules',
+           'bn_has_seen_data', 'spectral_ratios', 'looks_pretrained', 'resolve_member_init', 'recreate_opt',
+           'check_unwrapped', 'ConvertingCallback', 'train_pass', 'bn_state', 'load_bn_state', 'reestimate_bn']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -114,7 +114,7 @@ def fresh_copy(m:nn.Module)->nn.Module:
 def check_member_init(init, auto:bool=False):
     "Refuse what `member_copy` cannot start a member from: 'fresh', 'copy' or a positive number (and 'auto' if `auto`)"
     ok = init in ('fresh', 'copy') + (('auto',) if auto else ()) if isinstance(init, str) else (isinstance(init, (int, float)) and not isinstance(init, bool) and init > 0)
-    auto_doc = "'auto' (copies on a partly frozen, pretrained model, fresh otherwise), " if auto else ""
+    auto_doc = "'auto' (copies when the weights look pretrained, fresh otherwise), " if auto else ""
     if not ok: raise ValueError(f"A new member starts {auto_doc}'fresh' (re-initialised), 'copy' (an exact copy of the original "
                                 f"layer, pretrained weights kept) or as the copy plus a positive number σ times a fresh draw "
                                 f"(e.g. 0.1); got {init!r}")
@@ -143,17 +143,60 @@ def restart_member(
             if n in bufs: b.copy_(bufs[n])
     return new
 
+
+# %% ../nbs/00a_surgery.ipynb #7b20f7f8
 def is_frozen(model:nn.Module)->bool:
     "Whether part of `model` is frozen (parameters without gradients), as `Learner.freeze` leaves a pretrained body"
     return any(not p.requires_grad for p in model.parameters())
 
+def bn_modules(model:nn.Module)->list:
+    "The BatchNorm layers of `model` that keep running statistics"
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
+
+def bn_has_seen_data(model:nn.Module)->bool|None:
+    "Whether a BatchNorm layer of `model` holds running statistics other than its reset values (None: none keeps statistics)"
+    bns = bn_modules(model)
+    if not bns: return None
+    return any((m.running_mean != 0).any() or (m.running_var != 1).any() for m in bns)
+
+def spectral_ratios(model:nn.Module, min_side:int=8)->Tensor:
+    "Largest singular value of each dense convolution's and linear layer's weight over `std*(sqrt(rows)+sqrt(cols))`: about 1 at a random initialisation"
+    ratios = []
+    for m in model.modules():
+        if not isinstance(m, (nn.Linear,) + conv_types) or is_depthwise_conv(m) or getattr(m, 'groups', 1) > 1: continue
+        w = m.weight.detach().float().flatten(1)
+        if min(w.shape) < min_side or w.std() == 0: continue
+        ratios.append(torch.linalg.matrix_norm(w, ord=2) / (w.std() * (math.sqrt(w.shape[0]) + math.sqrt(w.shape[1]))))
+    return torch.stack(ratios) if ratios else torch.zeros(0)
+
+def looks_pretrained(
+    model:nn.Module, # The model when its first fit starts
+    trained_ratio:float=1.3, # A layer whose `spectral_ratios` is above this looks trained
+)->bool|None:
+    "Whether `model` holds trained weights: part of it frozen, BatchNorm statistics that have seen data, or (without BatchNorm) spectra no random draw gives; None: cannot tell"
+    if is_frozen(model): return True
+    seen = bn_has_seen_data(model)
+    if seen is not None: return seen
+    ratios = spectral_ratios(model)
+    if not len(ratios): return None
+    share = (ratios > trained_ratio).float().mean().item()
+    return True if share >= 0.25 else False if share <= 0.1 else None
+
 def resolve_member_init(
     init, # A callback's setting: 'auto', 'fresh', 'copy' or σ
     model:nn.Module, # The model when its first fit starts
-    pretrained_init, # What 'auto' gives on a partly frozen (pretrained) model
+    pretrained_init, # What 'auto' gives on a model that `looks_pretrained`
+    who:str='The callback', # Who asks, for the warning
+    arg:str='member_init', # Its argument that sets how members start, for the warning
 ):
-    "How new members start: `init` itself, or for 'auto' `pretrained_init` when part of `model` is frozen and 'fresh' otherwise"
-    return init if init != 'auto' else (pretrained_init if is_frozen(model) else 'fresh')
+    "How new members start: `init` itself, or for 'auto' `pretrained_init` when `model` looks pretrained and 'fresh' otherwise (with a warning when it cannot tell)"
+    if init != 'auto': return init
+    pretrained = looks_pretrained(model)
+    if pretrained is None: warn(f"{who} cannot tell whether the model's weights are pretrained (no BatchNorm statistics, nothing "
+                                f"frozen, weight spectra neither fresh nor trained): its new members start fresh. Pass "
+                                f"{arg}={pretrained_init!r} if the weights are pretrained, or {arg}='fresh' to silence this.")
+    return pretrained_init if pretrained else 'fresh'
+
 
 # %% ../nbs/00a_surgery.ipynb #2583e5ec
 def recreate_opt(learn:Learner):
@@ -179,8 +222,8 @@ class ConvertingCallback(Callback):
     _warned,_to_check = False,False  # the measured-loss warning: given once, looked for on a first training batch
     _init_pending = False  # `member_init='auto'` not decided yet (set by a conversion)
     _undo,_converted = None,-1  # puts the model back as it was, kept until the first training step; when it converted
-    pretrained_init = 'copy'  # what `member_init='auto'` gives when the first fit starts with part of the model frozen
-    member_init = 'fresh'  # subclasses: how the new members start ('auto', 'fresh', 'copy' or σ)
+    pretrained_init = 'copy'  # what `member_init='auto'` gives when the first fit starts on weights that `looks_pretrained`
+    member_init,init_arg = 'fresh','member_init'  # subclasses: how the new members start ('auto', 'fresh', 'copy' or σ); the argument that sets it
 
     # what a subclass defines
     def check(self): "Refuse a learner this callback cannot train (at creation and at every fit, before converting)"
@@ -203,7 +246,7 @@ class ConvertingCallback(Callback):
             self._convert(); recreate_opt(self.learn)
         if self._init_pending and not in_lr_find(self.learn):
             self._init_pending = False
-            self.start_members(resolve_member_init('auto', self.learn.model, self.pretrained_init))
+            self.start_members(resolve_member_init('auto', self.learn.model, self.pretrained_init, type(self).__name__, self.init_arg))
     def before_train(self):
         getattr(super(), 'before_train', noop)()
         self._to_check = not (self._warned or in_lr_find(self.learn))
@@ -241,10 +284,6 @@ def train_pass(dls:DataLoaders)->DataLoader:
     dist = sys.modules.get('fastai.distributed')
     if dist is not None and isinstance(dls.train, dist.DistributedDL): return dls.train
     return dls.train.new(shuffle=False, drop_last=False)
-
-def bn_modules(model:nn.Module)->list:
-    "The BatchNorm layers of `model` that keep running statistics"
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
 
 def bn_state(model:nn.Module)->list:
     "Copies of the BatchNorm running statistics of `model`"

@@ -1,5 +1,5 @@
 "Fine-tuning a pretrained network with the converting callbacks through fastai's `vision_learner` + `fine_tune` (issue 28)"
-import pytest, torch
+import pytest, torch, torchvision, timm
 from fastai.vision.all import *
 from mixmo_fastai.all import *
 from helpers import subset_dls
@@ -121,3 +121,70 @@ def test_auto_init_follows_the_frozen_body(weights, name, pretrained):
 def test_bad_init_is_refused_at_creation():
     for cb in (lambda: CutMixMo(encoder_init='pretrained'), lambda: LinesSubspace(point_init=-1), lambda: MIMO(encoder_init=True)):
         with pytest.raises(ValueError, match="'auto'"): cb()
+
+# --- issue 37: pretrained weights recognised however they arrive, and 'auto' starting the members from them
+
+def _no_norm_cnn(channels=3):
+    "A CNN without norm layers (the weight spectra decide for it)"
+    return nn.Sequential(nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+FAMILIES = {  # -> (model, epochs of training that make it 'trained')
+    'digits_net': (lambda: digits_net(16, channels=3), 1),
+    'fastai_xresnet18': (lambda: xresnet18(n_out=10), 1),
+    'vision_learner_resnet18': (lambda: create_vision_model(resnet18, 10, pretrained=False), 1),
+    'tv_resnet18': (lambda: torchvision.models.resnet18(weights=None, num_classes=10), 1),
+    'tv_mobilenet_v3_small': (lambda: torchvision.models.mobilenet_v3_small(weights=None, num_classes=10), 1),
+    'timm_resnet18': (lambda: timm.create_model('resnet18', pretrained=False, num_classes=10), 1),
+    'timm_efficientnet_b0': (lambda: timm.create_model('efficientnet_b0', pretrained=False, num_classes=10), 1),
+    'no_norm_cnn': (_no_norm_cnn, 12),
+}
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_looks_pretrained_on_fresh_and_trained_networks(name):
+    "No fresh network called pretrained, no trained one called fresh: BatchNorm statistics, or the spectra without BatchNorm"
+    make, epochs = FAMILIES[name]
+    set_seed(0)
+    model = make()
+    test_eq(looks_pretrained(model), False)
+    learn = Learner(subset_dls(256, 64, bs=32, size=32, channels=3), model, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    with learn.no_bar(), learn.no_logging():
+        learn.get_preds(); learn.lr_find(num_it=5, show_plot=False)  # evaluation and lr_find leave it fresh
+        test_eq(looks_pretrained(model), False)
+        learn.fit_one_cycle(epochs, 3e-3)
+    test_eq(looks_pretrained(model), True)
+    if name == 'no_norm_cnn': assert learn.validate()[1] > 0.3  # trained indeed, far above chance (0.1): the spectra need real training
+
+@pytest.mark.parametrize('name', ['timm_vit_tiny', 'timm_convnext_atto'])
+def test_fresh_networks_without_batchnorm(name):
+    "Networks with LayerNorm only: fresh ones read fresh (trained ViTs cannot be downloaded here; see the fine-tuning notebook)"
+    model = timm.create_model(name.removeprefix('timm_') + ('_patch16_224' if 'vit' in name else ''), pretrained=False, num_classes=10)
+    assert bn_has_seen_data(model) is None
+    test_eq(looks_pretrained(model), False)
+
+@pytest.fixture(scope='module')
+def trained_weights(tmp_path_factory):
+    "A digits_net trained on the digits for one epoch, saved as a user's checkpoint (`torch.save` of the state dict)"
+    set_seed(0)
+    net = digits_net(16, channels=3)
+    learn = Learner(subset_dls(512, 64, bs=32, size=16, channels=3), net, loss_func=CrossEntropyLossFlat())
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
+    path = tmp_path_factory.mktemp('trained')/'net.pth'
+    torch.save(net.state_dict(), path)
+    return path
+
+@pytest.mark.parametrize('name', list(CONVERTING))
+def test_auto_copies_pretrained_weights_in_a_plain_learner(trained_weights, name):
+    "Weights loaded into a plain `Learner` and trained unfrozen (no `vision_learner`, no `freeze`): 'auto' starts the members from them"
+    net = digits_net(16, channels=3); net.load_state_dict(torch.load(trained_weights))
+    cb = CONVERTING[name]()
+    learn = Learner(subset_dls(128, 64, bs=32, size=16, channels=3), net, loss_func=CrossEntropyLossFlat(), cbs=cb)
+    assert not is_frozen(learn.model)
+    with learn.no_bar(), learn.no_logging(): learn.fit(0)
+    ws, pre = _new_weights(learn, name), torch.load(trained_weights)['0.0.weight']
+    test_close(ws[0], pre)
+    used = cb.encoder_init_used if name in _MIXMO else cb.point_init_used
+    test_eq(used, cb.pretrained_init)
+    for w in ws[1:]:
+        if name in _MIXMO: test_close(w, pre)  # copies: the members start as the pretrained network
+        else: assert 0.3 < ((w - pre).std() / pre.std()).item() < 0.7  # the copy plus σ = 0.5 times a fresh draw
