@@ -78,6 +78,14 @@ class MixMoHead(Module):
             self.linear.weight[:self.n_out] = linear.weight
             if linear.bias is not None: self.linear.bias[:self.n_out] = linear.bias
 
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        "The original final layer's weights (a checkpoint saved before the conversion) load into member 0's rows"
+        for k in ('weight', 'bias'):
+            if prefix+k not in state_dict or prefix+'linear.'+k in state_dict: continue
+            full = getattr(self.linear, k).detach().clone(); full[:self.n_out] = state_dict.pop(prefix+k)
+            state_dict[prefix+'linear.'+k] = full
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def forward(self, h):
         out = self.linear(h).unflatten(-1, (self.n_members, self.n_out))
         if self.state.split: return out

@@ -338,6 +338,14 @@ def _warn_depthwise(model, who:str, n_epoch:int, spatial:tuple=())->bool:
          f"MIMO(); the measurements: {measured_in('subspace_depthwise')}" + se_advice(model))
     return True
 
+def _original_layers(model:nn.Module)->nn.Module:
+    "`model` with each subspace layer replaced by its point 0 (the original layer, untouched before the first training step)"
+    if isinstance(model, SubspaceLayer): return model.layer
+    for m in list(model.modules()):
+        for n, c in list(m.named_children()):
+            if isinstance(c, SubspaceLayer): setattr(m, n, c.layer)
+    return model
+
 class SubspaceCallback(ConvertingCallback):
     "Train a subspace (line, curve, simplex) of networks and evaluate one point of it or an ensemble of points"
     trained,bn_fresh = False,False  # before any fit (`before_fit` resets them): nothing trained, no statistics re-estimated
@@ -369,13 +377,7 @@ class SubspaceCallback(ConvertingCallback):
         if self.is_converted(): return None
         self.learn.model = to_subspace(self.learn.model, self.space, self.shared, init)
         return self._unconvert
-    def _unconvert(self):
-        "Put back the original layers: each subspace layer's point 0, untouched before the first training step"
-        model = self.learn.model
-        if isinstance(model, SubspaceLayer): self.learn.model = model.layer; return
-        for m in list(model.modules()):
-            for n, c in list(m.named_children()):
-                if isinstance(c, SubspaceLayer): setattr(m, n, c.layer)
+    def _unconvert(self): self.learn.model = _original_layers(self.learn.model)
     def start_members(self, init):
         "`point_init='auto'`, decided: the other control points become perturbed copies of point 0 when the weights look pretrained"
         self.point_init_used = init

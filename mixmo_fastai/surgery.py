@@ -17,7 +17,8 @@ __all__ = ['conv_types', 'DOCS_URL', 'MEASURED_LOSSES', 'unwrap_model', 'in_lr_f
            'is_squeeze_excitation', 'squeeze_excitations', 'remove_squeeze_excitation', 'measured_in', 'se_advice',
            'set_module', 'fresh_copy', 'check_member_init', 'member_copy', 'restart_member', 'is_frozen', 'bn_modules',
            'bn_has_seen_data', 'spectral_ratios', 'looks_pretrained', 'resolve_member_init', 'recreate_opt',
-           'check_unwrapped', 'ConvertingCallback', 'train_pass', 'bn_state', 'load_bn_state', 'reestimate_bn']
+           'check_unwrapped', 'LoadUnconverted', 'ConvertingCallback', 'train_pass', 'bn_state', 'load_bn_state',
+           'reestimate_bn']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -144,7 +145,7 @@ def restart_member(
     return new
 
 
-# %% ../nbs/00a_surgery.ipynb #7b20f7f8
+# %% ../nbs/00a_surgery.ipynb #acbd3eb1
 def is_frozen(model:nn.Module)->bool:
     "Whether part of `model` is frozen (parameters without gradients), as `Learner.freeze` leaves a pretrained body"
     return any(not p.requires_grad for p in model.parameters())
@@ -217,11 +218,28 @@ _FASTAI_CONTROL = (CancelFitException, CancelEpochException, CancelTrainExceptio
                    CancelBatchException, CancelStepException, CancelBackwardException)  # fastai's control flow: not a refusal
 _conversions = itertools.count()  # the order in which callbacks converted a model: undone in reverse
 
+def _names_by_id(model:nn.Module)->dict:
+    return {id(t): n for n, t in itertools.chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))}
+
+class LoadUnconverted:
+    "`load_state_dict` hooks: a state dict of the model before its conversion loads into member 0; the added members keep their weights"
+    def __init__(self, renames:dict, added:set): self.renames,self.added,self.plain = renames,added,False  # converted name -> name before; names of added members
+    def pre(self, module, state_dict, prefix, *args):
+        moved = [new for new, old in self.renames.items() if prefix+old in state_dict and prefix+new not in state_dict]
+        for new in moved: state_dict[prefix+new] = state_dict.pop(prefix+self.renames[new])
+        self.plain,meta = bool(moved),getattr(state_dict, '_metadata', None)
+        if moved and meta is not None:  # the layers' format versions, as the converted model's own state dict gives them
+            for k, v in module.state_dict()._metadata.items(): meta.setdefault(prefix+k if k else prefix[:-1], v)
+    def post(self, module, incompatible):
+        "The added members are not in a plain checkpoint: not missing"
+        if self.plain: incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k not in self.added]
+        self.plain = False
+
 class ConvertingCallback(Callback):
     "Base of the callbacks that convert `learn.model`: at `after_create` or `before_fit`, undone if refused, 'auto' members decided on the first fit, one warning"
     _warned,_to_check = False,False  # the measured-loss warning: given once, looked for on a first training batch
     _init_pending = False  # `member_init='auto'` not decided yet (set by a conversion)
-    _undo,_converted = None,-1  # puts the model back as it was, kept until the first training step; when it converted
+    _undo,_converted,_load_hooks = None,-1,()  # puts the model back as it was, kept until the first training step; when it converted; `LoadUnconverted`'s ids
     pretrained_init = 'copy'  # what `member_init='auto'` gives when the first fit starts on weights that `looks_pretrained`
     member_init,init_arg = 'fresh','member_init'  # subclasses: how the new members start ('auto', 'fresh', 'copy' or σ); the argument that sets it
 
@@ -268,13 +286,20 @@ class ConvertingCallback(Callback):
         if self._undo is None: return
         later = [c for c in self.learn.cbs if isinstance(c, ConvertingCallback) and c._undo is not None and c._converted > self._converted]
         for c in sorted(later, key=lambda c: -c._converted) + [self]:  # e.g. a subspace made of a MixMo model
+            for hooks, i in zip((c.learn.model._load_state_dict_pre_hooks, c.learn.model._load_state_dict_post_hooks), c._load_hooks): hooks.pop(i, None)
             c._undo()
             c._undo,c._init_pending = None,False
         self.learn.opt = None  # it holds the converted parameters: the next `fit` creates a new one
     def _convert(self):
-        auto = self.member_init == 'auto'
+        auto, before = self.member_init == 'auto', _names_by_id(self.learn.model)
         self._undo,self._converted = self.convert('fresh' if auto else self.member_init),next(_conversions)
         self._init_pending = auto and self._undo is not None
+        model = self.learn.model
+        renames = {n: before[i] for i, n in _names_by_id(model).items() if i in before and before[i] != n}
+        if not renames: return
+        # `learn.load` of a checkpoint saved before the conversion (a plain model's) loads into member 0
+        hook = LoadUnconverted(renames, {k for k in model.state_dict() if k not in renames and k not in before.values()})
+        self._load_hooks = (model.register_load_state_dict_pre_hook(hook.pre).id, model.register_load_state_dict_post_hook(hook.post).id)
 
 # %% ../nbs/00a_surgery.ipynb #4785b067
 def train_pass(dls:DataLoaders)->DataLoader:

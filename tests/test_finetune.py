@@ -188,3 +188,19 @@ def test_auto_copies_pretrained_weights_in_a_plain_learner(trained_weights, name
     for w in ws[1:]:
         if name in _MIXMO: test_close(w, pre)  # copies: the members start as the pretrained network
         else: assert 0.3 < ((w - pre).std() / pre.std()).item() < 0.7  # the copy plus σ = 0.5 times a fresh draw
+
+@pytest.mark.parametrize('name', list(CONVERTING))
+def test_learn_load_of_a_plain_checkpoint_before_fit(trained_weights, name, tmp_path):
+    "`learn.load` of a plain network's checkpoint into a converted learner: member 0 gets the weights, 'auto' copies them at the first fit"
+    plain = Learner(subset_dls(128, 64, bs=32, size=16, channels=3), digits_net(16, channels=3), path=tmp_path)
+    plain.model.load_state_dict(torch.load(trained_weights)); plain.save('plain')
+    cb = CONVERTING[name]()
+    learn = Learner(plain.dls, digits_net(16, channels=3), path=tmp_path, cbs=cb)
+    learn.load('plain')
+    with learn.no_bar(), learn.no_logging(): learn.fit(0)
+    ws, pre = _new_weights(learn, name), torch.load(trained_weights)['0.0.weight']
+    test_close(ws[0], pre)
+    test_eq(cb.encoder_init_used if name in _MIXMO else cb.point_init_used, cb.pretrained_init)
+    if name in _MIXMO:
+        for w in ws[1:]: test_close(w, pre)
+    learn.save('converted'); learn.load('converted')  # the converted learner's own checkpoints load as before

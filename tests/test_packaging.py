@@ -47,3 +47,10 @@ def test_no_hard_coded_half():
     "dtype safety: the earlier package called `.half()`; none of our code may"
     for p in (ROOT/'mixmo_fastai').glob('*.py'):
         assert '.half()' not in p.read_text(), p
+
+def test_no_class_over_100_lines():
+    "Classes near fastai's size (STYLE.md): none of the package's classes is longer than 100 lines"
+    import ast
+    long = [(f.name, n.name, n.end_lineno - n.lineno + 1) for f in sorted((ROOT/'mixmo_fastai').glob('*.py'))
+            for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ClassDef) and n.end_lineno - n.lineno + 1 > 100]
+    assert not long, long

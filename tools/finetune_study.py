@@ -7,6 +7,19 @@ initialisation policy; the same network trained from scratch on the same images 
     python tools/finetune_study.py run --arch digits_net --seeds 0,1,2 --rows vanilla,cutmixmo_copy,...
     python tools/finetune_study.py table --csv nbs/finetune_study.csv   # mean ± std over seeds from the cached runs
 
+Issue 37's protocols, each with 1,000 training images, fastai's `fine_tune` defaults (base_lr 2e-3, one frozen epoch,
+lr_mult 100) and a longer budget, 3 seeds (tasks: `fashion4_250`, the four held-out classes, 250 images each, 500 test
+images per class; `hard_digits_100`, across domains: the distorted handwritten digits, 100 images per class, 28x28):
+
+    python tools/finetune_study.py run --task fashion4_250 --epochs 5 --seeds 0,1,2 --rows vanilla,cutmixmo,mimo,ensemble2
+    python tools/finetune_study.py run --task hard_digits_100 --epochs 5 --seeds 0,1,2 --rows ...
+    python tools/finetune_study.py run --task fashion4_250 --modes plain_learner --epochs 5 --rows vanilla,cutmixmo,mimo
+    python tools/finetune_study.py table --protocols-csv nbs/results/finetune_protocols.csv
+
+Mode plain_learner: the pretrained weights loaded into a plain `Learner` (new last layer), nothing frozen,
+fit_one_cycle(epochs, lr). Every record has the NLL before and after temperature scaling (fitted on half of the
+test images, measured on the other half: `ts_nll_before`, `ts_nll_after`) and the training time (`train_seconds`).
+
 Modes: finetune (vision_learner(pretrained=True) + fine_tune(epochs, lr)), scratch (pretrained=False,
 fit_one_cycle(epochs+1, 1e-2)), bench (the hard_digits benchmark's Learner(digits_net(32)), fit_one_cycle(epochs, 1e-2)):
 the `lr` column is the --lr of the invocation, used by finetune only. The documented runs:
@@ -17,6 +30,7 @@ the `lr` column is the --lr of the invocation, used by finetune only. The docume
 Every run is cached as one JSON line in bench_out/finetune/runs.jsonl (a run already there is not repeated).
 """
 import argparse, json, time, sys
+import pandas as pd
 from pathlib import Path
 import torch
 from fastai.vision.all import *
@@ -58,6 +72,7 @@ class Pretrained:
 
 ROWS = {  # row -> callbacks; the MixMo/line variants differ in how the added members/endpoints start
     'vanilla': lambda: [],
+    'cutmixmo': lambda: [CutMixMo()], 'mimo': lambda: [MIMO()], 'lines': lambda: [LinesSubspace()],  # the defaults ('auto')
     'manifold': lambda: [ManifoldMixup()],
     'output': lambda: [OutputMixup()],
     'cutmixmo_fresh': lambda: [CutMixMo(encoder_init='fresh')],
@@ -81,10 +96,11 @@ class ValidateAtEnd(Callback):
     order = 1000
     def before_validate(self): raise CancelValidException()
 
-def fit(learn, mode, epochs, lr):
+def fit(learn, mode, epochs, lr, lr_mult=100):
     learn.add_cb(ValidateAtEnd())
     with learn.no_bar(), learn.no_logging():
-        if mode == 'finetune': learn.fine_tune(epochs, lr, freeze_epochs=1)
+        if mode == 'finetune': learn.fine_tune(epochs, lr, freeze_epochs=1, lr_mult=lr_mult)
+        elif mode == 'plain_learner': learn.fit_one_cycle(epochs, lr)
         elif mode == 'bench': learn.fit_one_cycle(epochs, 1e-2)
         else: learn.fit_one_cycle(epochs + 1, 1e-2)  # from scratch: the benchmark's learning rate
     learn.remove_cb(ValidateAtEnd)
@@ -94,9 +110,10 @@ def evaluate_rows(learn, row):
     def one():
         logits, members, targs = get_member_preds(learn)
         ms = members if members is not None else logits[:, None]
-        r = calibration_metrics(logits, targs)
+        r, ts = calibration_metrics(logits, targs), temperature_report(logits, targs, calib_pct=0.5)
         return dict(accuracy=r['accuracy'], nll=r['nll'], ece=r['ece'], brier=r['brier'],
-                    member_accuracy=member_accuracies(ms, targs).tolist())
+                    member_accuracy=member_accuracies(ms, targs).tolist(), temperature=ts['temperature'],
+                    ts_nll_before=ts['nll_before'], ts_nll_after=ts['nll_after'], ts_ece_after=ts['ece_after'])
     with learn.no_bar():
         if not row.startswith('lines'): return [(row, one())]
         cb = first(c for c in learn.cbs if isinstance(c, SubspaceCallback))
@@ -110,6 +127,12 @@ def make(arch, row, mode, seed, dls):
     for dl in dls.loaders: dl.rng = random.Random(seed)
     cbs = ROWS[row]()
     if mode == 'bench': return Learner(dls, digits_net(32), cbs=cbs)  # the hard_digits benchmark's setting (8x8)
+    if mode == 'plain_learner':  # a user's checkpoint loaded into the network, its last layer replaced, in a plain Learner
+        net = base_model(arch, len(PRETRAIN), in_chans=channels(arch))
+        net.load_state_dict(torch.load(PRE/f'fashion6_{arch}.pth'))
+        if arch != 'digits_net': raise ValueError("plain_learner: digits_net only")
+        net[-1] = nn.Linear(net[-1].in_features, dls.c)
+        return Learner(dls, net, cbs=cbs)
     learn = vision_learner(dls, Pretrained(arch), n_in=1, n_out=dls.c, pretrained=mode == 'finetune', cbs=cbs)
     if row.endswith('_enc_trains'):  # the members' encoders train in the frozen phase too: they join the head's group
         enc = mixmo_parts(learn.model)[0]
@@ -119,36 +142,69 @@ def make(arch, row, mode, seed, dls):
         if mode == 'finetune': learn.freeze()
     return learn
 
-def run(arch, rows, seeds, modes, epochs, lr, task):
+def task_dls(task):
+    if task == 'hard_digits': return hard_digits_dls(bs=64)  # the benchmark's 8x8 task, from scratch ('bench' mode)
+    if task.startswith('hard_digits_'):  # across domains: Fashion-MNIST photos -> distorted handwritten digits, 28x28
+        return hard_digits_dls(bs=32, size=28, n_per_class=int(task.split('_')[-1]))
+    n_valid = 500 if task == 'fashion4_250' else None
+    return fashion_mnist_dls(bs=32, n_per_class=int(task.split('_')[1]), n_valid_per_class=n_valid, classes=TARGET)  # 'fashion4_50': 50 images per class
+
+def run(arch, rows, seeds, modes, epochs, lr, task, lr_mult=100):
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT/'runs.jsonl'
-    done = {(r['arch'], r['row'], r['mode'], r['seed'], r['epochs'], r['task'], r['lr']) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
-    if task == 'hard_digits': dls = hard_digits_dls(bs=64)  # the benchmark's 8x8 task, from scratch ('bench' mode)
-    else: dls = fashion_mnist_dls(bs=32, n_per_class=int(task.split('_')[1]), classes=TARGET)  # 'fashion4_50': 50 images per class
+    done = {(r['arch'], r['row'], r['mode'], r['seed'], r['epochs'], r['task'], r['lr'], r.get('lr_mult', 100)) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
+    dls = task_dls(task)
     ens = {}
     for seed in seeds:
         for mode in modes:
             for row in rows:
-                key = (arch, row, mode, seed, epochs, task, lr)
+                key = (arch, row, mode, seed, epochs, task, lr, lr_mult)
                 if key in done: continue
                 t = time.time()
                 if row == 'ensemble2':  # two vanilla fine-tunes (seeds s and s+100), logits averaged: 2x the compute
                     learns = []
                     for s in (seed, seed + 100):
-                        l = make(arch, 'vanilla', mode, s, dls); fit(l, mode, epochs, lr); learns.append(l)
+                        l = make(arch, 'vanilla', mode, s, dls); fit(l, mode, epochs, lr, lr_mult); learns.append(l)
                     learn = Learner(dls, DeepEnsemble([l.model for l in learns]), cbs=MembersToEnsemble())
                 else:
-                    learn = make(arch, row, mode, seed, dls); fit(learn, mode, epochs, lr)
+                    learn = make(arch, row, mode, seed, dls); fit(learn, mode, epochs, lr, lr_mult)
+                train_seconds = round(time.time() - t, 1)
                 for name, r in evaluate_rows(learn, row):
                     rec = dict(arch=arch, row=row, name=name, mode=mode, seed=seed, epochs=epochs, task=task, lr=lr,
-                               seconds=round(time.time() - t, 1), **r)
+                               lr_mult=lr_mult, seconds=round(time.time() - t, 1), train_seconds=train_seconds, **r)
                     with open(path, 'a') as f: f.write(json.dumps(rec) + '\n')
                     print(f"{arch} {mode:8s} {name:26s} seed {seed}  acc {r['accuracy']:.4f}  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}  "
                           f"members {' / '.join(f'{a:.3f}' for a in r['member_accuracy'])}  ({time.time()-t:.0f} s)", flush=True)
 
-def table(csv=None):
-    import pandas as pd
+PROTOCOLS = ['fashion4_250', 'hard_digits_100']
+
+def protocols_table(df, csv):
+    "Issue 37's protocols: mean ± std over seeds of each row, and the Welch p-values of its gaps to plain fine-tuning (vanilla)"
+    from scipy.stats import ttest_ind
+    df = df[df['task'].isin(PROTOCOLS) & (df['arch'] == 'digits_net')].copy()
+    keys = ['task', 'mode', 'epochs', 'lr', 'lr_mult']
+    rows = []
+    for k, g in df.groupby(keys):
+        base = g[g['name'] == 'vanilla'].sort_values('seed')
+        for name, r in g.groupby('name'):
+            row = dict(zip(keys, k), name=name, n=len(r))
+            for m in ('accuracy', 'nll', 'ts_nll_after', 'ece', 'temperature', 'train_seconds'):
+                row[m], row[f'{m}_std'] = r[m].mean(), r[m].std()
+            row['train_cost'] = r['train_seconds'].mean() / base['train_seconds'].mean() if len(base) else float('nan')
+            for m in ('accuracy', 'nll', 'ts_nll_after'):
+                ok = len(base) > 1 and len(r) > 1 and name != 'vanilla'
+                row[f'{m}_vs_vanilla'] = r[m].mean() - base[m].mean() if len(base) else float('nan')
+                row[f'{m}_p'] = ttest_ind(r[m], base[m], equal_var=False).pvalue if ok else float('nan')
+            rows.append(row)
+    t = pd.DataFrame(rows).round(4)
+    print(t.to_string(index=False))
+    Path(csv).parent.mkdir(parents=True, exist_ok=True); t.to_csv(csv, index=False); print(f"wrote {csv}")
+
+def table(csv=None, protocols_csv=None):
     df = pd.read_json(OUT/'runs.jsonl', lines=True)
+    if 'lr_mult' not in df: df['lr_mult'] = 100
+    df['lr_mult'] = df['lr_mult'].fillna(100)
+    if protocols_csv: return protocols_table(df, protocols_csv)
     if csv: df = df[(df['task'] == 'fashion4_20') & (df['lr'] == 1e-2) | (df['task'] == 'hard_digits') & (df['mode'] == 'bench')]
     g = df.groupby(['task', 'arch', 'epochs', 'lr', 'mode', 'name'])
     t = g.agg(acc=('accuracy', 'mean'), acc_std=('accuracy', 'std'), nll=('nll', 'mean'), nll_std=('nll', 'std'),
@@ -167,11 +223,13 @@ if __name__ == '__main__':
     p.add_argument('--seeds', default='0')
     p.add_argument('--modes', default='finetune')
     p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--lr-mult', type=float, default=100, help="fine_tune's lr_mult (the head's rate over the body's first layers')")
     p.add_argument('--task', default='fashion4_50')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--csv', default=None, help='table: also write the summary of the documented settings here')
+    p.add_argument('--protocols-csv', default=None, help="table: write issue 37's protocols (mean, std, gaps to vanilla and their p-values) here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.cmd == 'pretrain': pretrain(a.arch, a.epochs, a.n_per_class)
-    elif a.cmd == 'run': run(a.arch, a.rows.split(','), [int(s) for s in a.seeds.split(',')], a.modes.split(','), a.epochs, a.lr, a.task)
-    else: table(a.csv)
+    elif a.cmd == 'run': run(a.arch, a.rows.split(','), [int(s) for s in a.seeds.split(',')], a.modes.split(','), a.epochs, a.lr, a.task, a.lr_mult)
+    else: table(a.csv, a.protocols_csv)
