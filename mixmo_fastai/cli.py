@@ -30,12 +30,12 @@ class Recipe:
 RECIPES = {
     'cutmixmo-hard': Recipe('cutmixmo', 'hard_digits', 40,
         "CutMixMo on the hard digits for 40 epochs: MixMo needs the longer budget (at 20 epochs it loses accuracy "
-        "to plain training; at 40 it wins in accuracy and NLL, see the README's benchmark)"),
+        "to plain training; at 40 it wins in accuracy and NLL, see the docs' benchmarks page)"),
     'lines-hard': Recipe('lines', 'hard_digits', 40,
         "a line of networks on the hard digits for 40 epochs, read as its midpoint and as the ensemble of its ends"),
     'mimo-fashion': Recipe('mimo', 'fashion_mnist', 15,
         "MIMO on Fashion-MNIST with fastai's xresnet18 for 15 epochs: a network with capacity to spare for two "
-        "subnetworks, where MIMO beats plain training at equal compute in accuracy and NLL (see the README's recipes)",
+        "subnetworks, where MIMO beats plain training at equal compute in accuracy and NLL (see the docs' recipes page)",
         arch='xresnet18'),
 }
 
