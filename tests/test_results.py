@@ -30,8 +30,8 @@ def test_a_changed_number_fails(monkeypatch):
     assert any(name == 'at_a_glance' for _, name in results.stale()) is False  # another table is untouched
 
 _num = re.compile(r'\b0\.\d{3}')
-# module pages whose own measurements are still typed tables (to move into results files); 55_finetune: issue 37's
-NOT_YET = {'20_mixmo.ipynb', '30_subspace.ipynb', '45_bench.ipynb', '55_finetune.ipynb'}
+# pages whose measured tables are still typed in
+NOT_YET = {'55_finetune.ipynb'}  # issue 37's page: its tables are the lead's to move
 
 def test_no_results_table_outside_a_block():
     "A table of measured numbers (three cells or more with 0.xxx) in a page must come from a results file"

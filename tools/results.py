@@ -28,7 +28,8 @@ def read(name:str):
 
 def caption(meta:dict, name:str)->str:
     "Where a table comes from: its run (date, command, version, machine) and its file"
-    run = f"Run of {meta['date']}: `{meta['command']}`"
+    cmd = meta['command']
+    run = f"Run of {meta['date']}: " + (f"`{cmd}`" if cmd.startswith(('mixmo-fastai', 'python', 'accelerate', 'train_method')) else cmd)
     if meta.get('settings'): run += f" ({meta['settings']})"
     run += f"; mixmo_fastai {meta['version']}, {meta['machine']}."
     src = f"Table: `nbs/results/{name}.csv`" + (f", {meta['source']}" if meta.get('source') else '') + '.'
