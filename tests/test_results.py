@@ -70,3 +70,37 @@ def test_readme_is_a_front_page():
         assert f'mixmo_fastai/{page}.html' in readme, page
     pages = [t for p, t in _pages().items() if p not in NOT_YET]
     assert not re.search(r'(current|earlier) code', '\n'.join(pages))
+
+def _study():
+    "nbs/recipe_study.csv, the recipe study's own summary (`tools/recipe_study.py table --csv`), by run"
+    rows = list(csv.DictReader(open(ROOT/'nbs'/'recipe_study.csv')))
+    return {(r['net'], int(r['n']), int(r['width']), float(r['lr']), r['row'], int(r['epochs'])): r for r in rows}
+
+def _first(cell): return float(re.search(r'\d+\.\d+', cell)[0])
+
+def _check(study, key, acc, nll):
+    r = study[key]
+    assert round(float(r['accuracy']), 3) == acc and round(float(r['nll']), 3) == nll, (key, acc, nll, r)
+
+def test_recipe_tables_agree_with_the_study_csv():
+    "The recipe tables (transcribed from the README) say what the study's own summary says, row for row"
+    study = _study()
+    rows, _ = results.read('recipe_xresnet18')
+    for net, recipe, epochs, acc, nll, *_ in rows[1:]:
+        recipe, epochs = recipe.strip('*').split(' (')[0], int(epochs.strip('*').split('×')[-1])
+        n = 1000 if '1,000' in net else 200
+        net, width = ('resnet3', 64) if net.startswith('resnet3') else ('xresnet18', 32)
+        if recipe == 'lines':
+            (a_mid, a_end), (n_mid, n_end) = [[float(x) for x in re.findall(r'\d\.\d+', c)] for c in (acc, nll)]
+            _check(study, (net, n, width, 0.01, 'lines_midpoint', epochs), a_mid, n_mid)
+            _check(study, (net, n, width, 0.01, 'lines_ensemble', epochs), a_end, n_end)
+        else: _check(study, (net, n, width, 0.01, recipe, epochs), _first(acc.strip('*')), _first(nll.strip('*')))
+    rows, _ = results.read('recipe_digits_net')
+    for setting, recipe, epochs, seeds, acc, nll, _ in rows[1:]:
+        n, width, *lr = [s.strip() for s in setting.split(',')]
+        lr = float(lr[0].split()[1]) if lr else 0.01
+        key = ('digits', int(n), int(width), lr, recipe, int(epochs))
+        _check(study, key, _first(acc), _first(nll))
+        assert int(study[key]['seeds']) == int(seeds), key
+    meta = json.loads((ROOT/'nbs'/'recipe_study.json').read_text())
+    assert all(meta.get(k) for k in ('date', 'command', 'version', 'machine'))
