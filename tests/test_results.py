@@ -51,11 +51,11 @@ def test_each_table_says_its_run():
         assert meta['date'] in cap and meta['command'] in cap and meta['version'] in cap
 
 def test_at_a_glance_numbers_come_from_their_files():
-    rows, _ = results.read('at_a_glance')
-    assert rows[0][-1] == 'results file'
-    for r in rows[1:]:
-        src = (ROOT/'nbs'/'results'/f'{r[-1]}.csv').read_text()
-        for x in re.findall(r'\d+\.\d+', ' '.join(r[1:-2])): assert x in src, f"{x} of {r[0]} not in {r[-1]}.csv"
+    rows, meta = results.read('at_a_glance')
+    assert len(meta['sources']) == len(rows) - 1
+    for r, name in zip(rows[1:], meta['sources']):
+        src = (ROOT/'nbs'/'results'/f'{name}.csv').read_text()
+        for x in re.findall(r'\d+\.\d+', ' '.join(r[1:4])): assert x in src, f"{x} of {r[0]} not in {name}.csv"
 
 def test_each_figure_once():
     "Every picture of nbs/images is shown by exactly one page (the README shows none of them again)"
