@@ -24,9 +24,9 @@ from .shift import corruption_report, shift_summary
 # %% auto #0
 __all__ = ['METHODS', 'DEFAULT_BENCH', 'SHIFT_IMAGES', 'TASKS', 'COMPUTE_MATCHED', 'BenchError', 'Method', 'rows_of',
            'check_methods', 'check_options', 'Task', 'check_task', 'get_dls', 'arch_channels', 'get_model',
-           'make_learner', 'train_method', 'evaluate', 'evaluations', 'time_train_steps', 'time_inference',
-           'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing', 'timing_table', 'welch_p',
-           'markdown_table', 'shift_table', 'run_bench']
+           'make_learner', 'distributed', 'train_method', 'evaluate', 'evaluations', 'time_train_steps',
+           'time_inference', 'interleaved_medians', 'method_callbacks', 'time_callback_cost', 'run_timing',
+           'timing_table', 'welch_p', 'markdown_table', 'shift_table', 'run_bench']
 
 # %% ../nbs/45_bench.ipynb #fc60f997
 class BenchError(Exception):
@@ -223,6 +223,24 @@ class _ValidateAtEnd(Callback):
     def before_validate(self):
         if self.epoch < self.n_epoch - 1: raise CancelValidException()
 
+def _broadcast_cpu(self, t, rank):
+    t = LongTensor(t)
+    torch.distributed.broadcast(t, rank)
+    return t.tolist()
+
+@contextlib.contextmanager
+def distributed(learn:Learner):
+    "Fit in fastai's `learn.distrib_ctx()` when several processes were launched (`accelerate launch`, `torchrun`)"
+    if num_distrib() <= 1: yield learn; return
+    from fastai.distributed import DistributedDL
+    gpu, orig = torch.cuda.is_available(), DistributedDL._broadcast
+    # fastai broadcasts the shuffled indices as a CUDA tensor (NCCL needs one); gloo, Accelerate's backend on CPUs,
+    # takes CPU tensors. SyncBatchNorm trains on GPUs only.
+    if not gpu: DistributedDL._broadcast = _broadcast_cpu
+    try:
+        with learn.distrib_ctx(sync_bn=gpu, cpu=not gpu): yield learn
+    finally: DistributedDL._broadcast = orig
+
 def train_method(
     method:str, dls:DataLoaders, epochs:int=5, lr:float=1e-2, seed:int=0, arch:str='digits_net', width:int=32,
     metrics=None, quiet:bool=False, # No progress bars, no per-epoch table, validation after the last epoch only
@@ -231,9 +249,10 @@ def train_method(
     "Train `method` with `fit_one_cycle`; a deep ensemble trains its members with seeds `seed`, `seed+1`, ..."
     m, trained = METHODS[method], ifnone(trained, {})
     def _fit(learn):
-        if quiet:
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=_ValidateAtEnd())
-        else: learn.fit_one_cycle(epochs, lr)
+        with distributed(learn):
+            if quiet:
+                with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=_ValidateAtEnd())
+            else: learn.fit_one_cycle(epochs, lr)
         return learn
     if m.n_models == 1: return _fit(make_learner(method, dls, arch, width, seed, metrics))
     # `set_seed(seed, reproducible=True)` makes a vanilla run of the same seed the same model: reuse it

@@ -6,7 +6,7 @@ Docs: https://mixmo-fastai.github.io/mixmo_fastai/cli.html.md"""
 
 # %% ../nbs/50_cli.ipynb #28634664
 from __future__ import annotations
-import argparse, sys, time
+import argparse, csv, json, os, platform, sys, tempfile, time
 # the console script (mixmo_fastai._console) silences torch's deprecation notices in its own process: importing
 # this module leaves the warning filters alone
 from fastai.vision.all import *
@@ -15,9 +15,10 @@ from .bench import BenchError
 from fastai.callback.mixup import MixHandler
 from .callback import MixingCallback, MixRecord
 from .mixing import member_views
+from . import __version__
 
 # %% auto #0
-__all__ = ['CLIError', 'RECIPES', 'Recipe', 'train', 'show_mixing', 'main']
+__all__ = ['CLIError', 'RECIPES', 'DOCS', 'Recipe', 'write_results', 'train', 'show_mixing', 'main']
 
 # %% ../nbs/50_cli.ipynb #459f702c
 CLIError = BenchError  # a user error: one line on stderr, exit status 2
@@ -29,12 +30,12 @@ class Recipe:
 RECIPES = {
     'cutmixmo-hard': Recipe('cutmixmo', 'hard_digits', 40,
         "CutMixMo on the hard digits for 40 epochs: MixMo needs the longer budget (at 20 epochs it loses accuracy "
-        "to plain training; at 40 it wins in accuracy and NLL, see the README's benchmark)"),
+        "to plain training; at 40 it wins in accuracy and NLL, see the docs' benchmarks page)"),
     'lines-hard': Recipe('lines', 'hard_digits', 40,
         "a line of networks on the hard digits for 40 epochs, read as its midpoint and as the ensemble of its ends"),
     'mimo-fashion': Recipe('mimo', 'fashion_mnist', 15,
         "MIMO on Fashion-MNIST with fastai's xresnet18 for 15 epochs: a network with capacity to spare for two "
-        "subnetworks, where MIMO beats plain training at equal compute in accuracy and NLL (see the README's recipes)",
+        "subnetworks, where MIMO beats plain training at equal compute in accuracy and NLL (see the docs' recipes page)",
         arch='xresnet18'),
 }
 
@@ -44,6 +45,29 @@ def _recipe(name:str, argv:list)->Recipe:
     both = [f for f in ('--method', '--task', '--epochs', '--arch') if any(a.split('=')[0] == f for a in argv)]
     if both: raise CLIError(f"--recipe {name} sets --method, --task, --epochs and --arch: drop {', '.join(both)} or drop --recipe")
     return RECIPES[name]
+
+DOCS = 'https://mixmo-fastai.github.io/mixmo_fastai'
+
+def _versus(row:str, r:dict, ref:dict)->str:
+    "One line: `row` against plain training on the same data, network, seed and epochs"
+    return (f"{row} against plain training: accuracy {100*(r['accuracy'] - ref['accuracy']):+.2f} pt  "
+            f"NLL {r['nll'] - ref['nll']:+.4f}  ECE {r['ece'] - ref['ece']:+.4f}  (one seed; where each method pays, "
+            f"measured over 3 seeds: {DOCS}/index.html#which-method-when)")
+
+def _machine()->str:
+    "The machine a run used, in a few words"
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} threads"
+    return f"{platform.machine()}, {dev}" + (f", {num_distrib()} processes" if num_distrib() > 1 else '')
+
+def write_results(folder, name:str, md:str, command:str):
+    "The markdown table `md` (and the note under it) as `folder/name.csv` and `.json`: the results files the docs render"
+    lines = md.strip().splitlines()
+    rows = [[c.strip() for c in l.strip().strip('|').split('|')] for l in lines if l.startswith('|') and not l.startswith('|---')]
+    with open(Path(folder)/f'{name}.csv', 'w', newline='') as f: csv.writer(f, lineterminator='\n').writerows(rows)
+    meta = dict(date=time.strftime('%d %b %Y').lstrip('0'), command=command, settings='', version=__version__,
+                machine=_machine(), note=' '.join(l for l in lines if l.strip() and not l.startswith('|')),
+                source='written by `mixmo-fastai bench`')
+    (Path(folder)/f'{name}.json').write_text(json.dumps(meta, indent=1, ensure_ascii=False) + '\n')
 
 def _fmt(row:str, r:dict)->str:
     "One line of results (the line the README and the tests read)"
@@ -189,6 +213,8 @@ def _parser():
     t = sub.add_parser('train', help="train one method and print its metrics")
     t.add_argument('--method', default='cutmixmo', help=f"one of: {names}")
     t.add_argument('--seed', type=int, default=0)
+    t.add_argument('--no-baseline', action='store_true', help="train the method only (by default plain training "
+                   "follows on the same data, network, seed and epochs, and the two are printed side by side)")
     t.add_argument('--out', default=None, help="where to save the exported learner (default: models/<method>.pkl)")
     t.add_argument('--recipe', default=None, help="a method with the task and epochs under which it was measured to "
                    "pay off (sets --method, --task, --epochs, --arch): " + "; ".join(f"{k}: {r.doc}" for k, r in RECIPES.items()))
@@ -226,25 +252,43 @@ def main(argv=None):
         if args.command == 'train' and args.recipe:
             r = _recipe(args.recipe, sys.argv[1:] if argv is None else list(argv))
             args.method, args.task, args.epochs, args.arch = r.method, r.task, r.epochs, r.arch
+        first = rank_distrib() == 0  # under `accelerate launch`, the first process prints and writes
+        command = 'mixmo-fastai ' + ' '.join(sys.argv[1:] if argv is None else argv)
         if args.command == 'train':
             out = args.out or f'models/{args.method}.pkl'
             _, res = train(args.method, args.epochs, args.lr, args.seed, args.width, args.bs, args.size, out,
                            args.arch, args.data, task=args.task)
-            print(f"saved the exported learner to {out} (load it with fastai's load_learner)")
-            for row, r in res.items(): print(_fmt(row, r))
+            ref = None
+            if args.method != 'vanilla' and not args.no_baseline:
+                # plain training on the same data, network, seed and epochs: what the method gained, or lost
+                _, ref = train('vanilla', args.epochs, args.lr, args.seed, args.width, args.bs, args.size, None,
+                               args.arch, args.data, task=args.task)
+            if first:
+                print(f"saved the exported learner to {out} (load it with fastai's load_learner)")
+                if ref: print(_fmt('vanilla (plain training)', ref['vanilla']))
+                for row, r in res.items(): print(_fmt(row, r))
+                if ref:
+                    for row, r in res.items(): print(_versus(row, r, ref['vanilla']))
         elif args.command == 'bench' and args.timing_only:
             df = run_timing(args.methods, args.arch, args.width, args.bs, args.size, args.data, args.rounds, args.steps,
                             task=args.task)
             out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-            df.to_csv(out/'timing.csv', index=False)
-            (out/'timing.md').write_text(timing_table(df) + '\n')
-            print(timing_table(df))
+            if first:
+                df.to_csv(out/'timing.csv', index=False)
+                (out/'timing.md').write_text(timing_table(df) + '\n')
+                write_results(out, 'timing_table', timing_table(df), command)
+                print(timing_table(df))
         elif args.command == 'bench':
+            # the other processes write their copy of the same results to a folder of their own
+            out = args.out if first else tempfile.mkdtemp()
             df = run_bench(args.methods, args.seeds, args.epochs, args.lr, args.arch, args.width, args.bs, args.size,
-                           args.data, args.out, args.rounds, args.steps, task=args.task, compute=args.compute,
-                           compute_methods=args.compute_methods, shift_images=args.shift_images)
-            print(markdown_table(df))
-            if shift_table(df): print('\n' + shift_table(df))
+                           args.data, out, args.rounds, args.steps, task=args.task, compute=args.compute,
+                           compute_methods=args.compute_methods, shift_images=args.shift_images, log=print if first else None)
+            write_results(out, 'table', markdown_table(df), command)
+            if shift_table(df): write_results(out, 'shift_table', shift_table(df), command)
+            if first:
+                print(markdown_table(df))
+                if shift_table(df): print('\n' + shift_table(df))
         elif args.command == 'show':
             out = args.out or f'show_{args.method}.png'
             show_mixing(args.method, args.n, args.seed, out, args.data, args.size, args.bs, args.arch, args.width, args.task)

@@ -285,7 +285,7 @@ class MixMo(ConvertingCallback, MixingCallback):
         input_mix:str=None, # Input-level mixing inside each member: None, 'cutmix' or 'mixup'
         input_mix_prob:float=0.5, # Probability that a member's inputs are mixed in a batch
         input_mix_alpha:float=1., # Input-level ratios ~ Beta(input_mix_alpha, input_mix_alpha)
-        keep_frac:float=0.5, # rho: with ordinary loaders, fraction of positions that all members read (others permuted); the measurements behind 0.5: the README's hard_digits section
+        keep_frac:float=0.5, # rho: with ordinary loaders, fraction of positions that all members read (others permuted); the measurements behind 0.5: the benchmarks page's hard digits section
         decay_start:float=11/12, # Where the box probability starts decaying
         encoder:str=None, # Name of the layer copied into encoders (default: the first convolution)
         head:str=None, # Name of the final `nn.Linear` (default: the last one)

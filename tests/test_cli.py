@@ -1,8 +1,17 @@
 "The console script, end to end, as a user runs it."
 import csv
+from pathlib import Path
 import pytest
 import numpy as np
 from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def _row(stdout, name):
+    "The line of results of row `name`"
+    lines = [l for l in stdout.splitlines() if l.startswith(f'{name}: accuracy')]
+    assert len(lines) == 1, stdout
+    return lines[0]
 
 def _acc(line, name):
     assert line.startswith(f'{name}: accuracy'), line
@@ -10,20 +19,27 @@ def _acc(line, name):
 
 def test_train_prints_metrics(cli, tmp_path):
     out = tmp_path/'learner.pkl'
-    r = cli('train', '--method', 'mixup', '--epochs', '1', '--out', str(out))
+    r = cli('train', '--method', 'mixup', '--epochs', '1', '--out', str(out), '--no-baseline')
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert 0.3 < _acc(last, 'mixup') <= 1.0
+    assert 'plain training' not in r.stdout
     assert 'NLL' in last and 'ECE' in last and 'Brier' in last
     assert out.exists()
 
 def test_train_default_is_cutmixmo_with_members(cli, tmp_path):
-    "The README's main job: the flagship method, its ensemble and its two members"
+    "The README's main job: the flagship method, its ensemble and its two members, beside plain training on the same budget"
     out = tmp_path/'cutmixmo.pkl'
     r = cli('train', '--epochs', '2', '--out', str(out))
     assert r.returncode == 0, r.stderr
-    last = r.stdout.strip().splitlines()[-1]
+    last = _row(r.stdout, 'cutmixmo')
     assert 0.3 < _acc(last, 'cutmixmo') <= 1.0
+    plain = _acc(_row(r.stdout, 'vanilla (plain training)'), 'vanilla (plain training)')
+    # the difference printed is the difference of the two rows printed
+    versus = r.stdout.strip().splitlines()[-1]
+    assert versus.startswith('cutmixmo against plain training: accuracy'), versus
+    d = float(versus.split('accuracy')[1].split('pt')[0])
+    assert abs(d - 100*(_acc(last, 'cutmixmo') - plain)) < 0.011, (d, last)
     members = last.split("members' accuracy")[1].split('disagreement')[0].split('/')
     assert len(members) == 2, last
     assert out.exists()
@@ -71,7 +87,7 @@ def test_train_on_a_folder_of_images(cli, tmp_path):
             folder = tmp_path/split/str(d.target[i]); folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray((d.images[i]*16).astype(np.uint8)).convert('RGB').save(folder/f'{i}.png')
     r = cli('train', '--method', 'cutmixmo', '--data', str(tmp_path), '--size', '16', '--epochs', '2',
-            '--bs', '8', '--out', str(tmp_path/'l.pkl'))
+            '--bs', '8', '--out', str(tmp_path/'l.pkl'), '--no-baseline')
     assert r.returncode == 0, r.stderr
     assert 0 <= _acc(r.stdout.strip().splitlines()[-1], 'cutmixmo') <= 1
 
@@ -88,6 +104,14 @@ def test_bench_tiny(cli, tmp_path):
     assert len(by['cutmixmo']['member_accuracy'].split('/')) == 2
     assert float(by['ensemble2']['disagreement']) >= 0
     assert '| cutmixmo |' in r.stdout
+    # the results files the docs render (tools/results.py): the table as printed, and the run it comes from
+    import json, sys
+    sys.path.insert(0, str(ROOT/'tools'))
+    import results
+    rows = list(csv.reader(open(out/'table.csv')))
+    assert results.table_md(rows) in r.stdout
+    meta = json.loads((out/'table.json').read_text())
+    assert meta['command'].startswith('mixmo-fastai bench --methods vanilla,cutmixmo,ensemble2') and meta['version'] and meta['date']
 
 def test_bench_task_and_equal_compute(cli, tmp_path):
     "The hard task, and each method also at the compute of two vanilla trainings"
@@ -172,19 +196,21 @@ def test_importing_the_cli_leaves_warning_filters_alone():
 def test_recipe_sets_method_task_epochs_and_network(monkeypatch, capsys):
     "`--recipe mimo-fashion` trains MIMO on Fashion-MNIST with xresnet18 (the training itself is replaced: a benchmark's length)"
     import mixmo_fastai.cli as c
-    seen = {}
+    seen = []
     def fake_train(method, epochs, lr, seed, width, bs, size, out, arch, data, task):
-        seen.update(method=method, epochs=epochs, arch=arch, task=task)
+        seen.append(dict(method=method, epochs=epochs, arch=arch, task=task))
         return None, {}
     monkeypatch.setattr(c, 'train', fake_train)
     c.main(['train', '--recipe', 'mimo-fashion', '--out', 'unused.pkl'])
-    assert seen == dict(method='mimo', epochs=15, arch='xresnet18', task='fashion_mnist')
+    # the recipe, then plain training on the same task, network and epochs
+    assert seen == [dict(method='mimo', epochs=15, arch='xresnet18', task='fashion_mnist'),
+                    dict(method='vanilla', epochs=15, arch='xresnet18', task='fashion_mnist')]
     with pytest.raises(SystemExit): c.main(['train', '--recipe', 'mimo-fashion', '--arch', 'resnet18'])
     assert 'drop --arch' in capsys.readouterr().err
 
 def test_train_with_a_fastai_xresnet(cli, tmp_path):
     "`--arch xresnet18`: fastai's network trains end to end, converted to MIMO's two members (its input channels: the notebook's `arch_channels` test)"
-    r = cli('train', '--method', 'mimo', '--arch', 'xresnet18', '--epochs', '1', '--out', str(tmp_path/'m.pkl'))
+    r = cli('train', '--method', 'mimo', '--arch', 'xresnet18', '--epochs', '1', '--out', str(tmp_path/'m.pkl'), '--no-baseline')
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert 0.1 < _acc(last, 'mimo') <= 1.0

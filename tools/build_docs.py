@@ -171,6 +171,10 @@ def main():
     cfg = get_config()
     t = time.time()
     cache = process_nbs()
+    # the results tables are rendered from their files (nbs/results/), whatever the notebooks hold
+    sys.path.insert(0, str(here))
+    import results
+    for nb in cache.glob('*.ipynb'): results.fill_notebook(nb)
     print(f'notebooks processed into {cache.relative_to(root)}/ in {time.time()-t:.0f}s', flush=True)
     t = time.time()
     if shutil.which('quarto') and not args.pandoc: render_quarto(cache, cfg); how = 'quarto'

@@ -3,6 +3,8 @@ import json, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results
 
 def _hidden(src): return any(l.strip() in ('#| hide', '#|hide') for l in src.splitlines())
 
@@ -13,7 +15,10 @@ def render(nb_path=root/'nbs'/'index.ipynb'):
         src = ''.join(cell['source'])
         if _hidden(src) or not src.strip(): continue
         # the notebook links its pictures from nbs/, as the docs site does; the README from the repository's root
-        if cell['cell_type'] == 'markdown': parts.append(src.replace('](images/', '](nbs/images/'))
+        if cell['cell_type'] == 'markdown':
+            # the results tables from their files; links to the docs pages point at the site
+            src = results.fill(src).replace('](images/', '](nbs/images/')
+            parts.append(results.site_links(src))
         elif cell['cell_type'] == 'code':
             parts.append(f"```python\n{src}\n```")
             for out in cell.get('outputs', []):

@@ -15,7 +15,7 @@ per class, the benchmark's 3,000) and is cached as one JSON line in bench_out/re
 Equal training compute: run vanilla for the epochs whose cost matches (a method's step time over vanilla's, from
 `mixmo-fastai bench --task fashion_mnist --timing-only` on an idle machine).
 """
-import argparse, json, random, time
+import argparse, json, os, random, time
 from pathlib import Path
 import torch
 from fastai.vision.all import *
@@ -101,7 +101,16 @@ def table(csv=None):
     t = pd.DataFrame(rows).sort_values(['net', 'n', 'width', 'lr', 'bs', 'epochs', 'row'])
     pd.set_option('display.width', 250); pd.set_option('display.max_rows', 500)
     print(t.round(4).to_string(index=False))
-    if csv: t.round(4).to_csv(csv, index=False); print(f"wrote {csv}")
+    if csv:
+        t.round(4).to_csv(csv, index=False)
+        # what the summary comes from, next to it (the format of the results files, nbs/results/*.json)
+        import platform, mixmo_fastai
+        meta = dict(date=time.strftime('%d %b %Y').lstrip('0'), command=f"python tools/recipe_study.py table --csv {csv}",
+                    settings=f"mean ± std over the cached runs of {OUT/'runs.jsonl'} ({len(df)} runs)",
+                    version=mixmo_fastai.__version__, machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                    note='', source='written by tools/recipe_study.py')
+        Path(csv).with_suffix('.json').write_text(json.dumps(meta, indent=1, ensure_ascii=False) + '\n')
+        print(f"wrote {csv} and its .json")
 
 def versus(row, epochs, ref_epochs, n=200, width=32, lr=1e-2, bs=64, net='digits'):
     "Accuracy and NLL of `row` at `epochs` against vanilla at `ref_epochs`: differences and Welch's p over the seeds"
