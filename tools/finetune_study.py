@@ -197,8 +197,73 @@ def protocols_table(df, csv):
                 row[f'{m}_p'] = ttest_ind(r[m], base[m], equal_var=False).pvalue if ok else float('nan')
             rows.append(row)
     t = pd.DataFrame(rows).round(4)
-    print(t.to_string(index=False))
+    pd.set_option('display.width', 250); print(t.to_string(index=False))
     Path(csv).parent.mkdir(parents=True, exist_ok=True); t.to_csv(csv, index=False); print(f"wrote {csv}")
+    import mixmo_fastai
+    for task in sorted(set(t['task'])):
+        write_results(t, task, dict(
+            date=time.strftime('%-d %b %Y'), command=f"python tools/finetune_study.py run --task {task} --seeds 0,1,2 (one call per setting of the table), summarised by python tools/finetune_study.py table --protocols-csv {csv}",
+            settings=PROTOCOL_META[task], version=mixmo_fastai.__version__, machine="2 CPU cores, this project's virtual machine, one thread per run, two runs at a time",
+            note="Mean ± std over seeds 0-2. Temperature scaling (TS) fitted on half of the test images, NLL measured on the other half (also before: the study's CSV). Gaps to plain fine-tuning at the same setting, Welch p-values over the 3 seeds. Train time: wall-clock of training against plain training at the same setting (two runs shared the two cores).",
+            source=f"the study's own summary, {csv} (every run cached in bench_out/finetune/runs.jsonl)"))
+
+LABELS = {'vanilla': 'plain fine-tuning', 'cutmixmo': '`CutMixMo()`', 'mimo': '`MIMO()`', 'ensemble2': 'deep ensemble of 2 (2x)',
+          'lines_midpoint': '`LinesSubspace()`: midpoint', 'lines_ends': '`LinesSubspace()`: ends'}
+RESULTS = Path(__file__).resolve().parent.parent/'nbs'/'results'
+
+def _setting(r):
+    if r['mode'] == 'plain_learner': return f"plain `Learner`, `fit_one_cycle({r['epochs']}, {r['lr']:g})`, nothing frozen"
+    return f"`fine_tune({r['epochs']}, {r['lr']:g}" + (f", lr_mult={r['lr_mult']:g}" if r['lr_mult'] != 100 else '') + ")`"
+
+def _pm(m, s, d=3): return f"{m:.{d}f} ± {s:.{d}f}"
+def _gap(d, p): return '' if pd.isna(p) else f"{d:+.3f} (p {'< 0.01' if p < 0.01 else f'= {p:.2f}'})"
+
+def write_results(t, task, meta):
+    "The protocol's table as shown (`nbs/results/finetune_<task>.csv`) and its run (`.json`), for tools/results.py"
+    import csv as _csv
+    t = t[t['task'] == task].copy()
+    t['order'] = t['name'].map({n: i for i, n in enumerate(LABELS)})
+    t = t.sort_values(['mode', 'epochs', 'lr', 'lr_mult', 'order'], ascending=[True, True, True, False, True])
+    rows = [['training', 'method', 'accuracy', 'NLL', 'NLL after TS', 'temperature', 'train time / plain', 'accuracy vs plain', 'NLL vs plain', 'NLL after TS vs plain']]
+    for _, r in t.iterrows():
+        rows.append([_setting(r), LABELS.get(r['name'], r['name']), _pm(r['accuracy'], r['accuracy_std']), _pm(r['nll'], r['nll_std']),
+                     _pm(r['ts_nll_after'], r['ts_nll_after_std']), f"{r['temperature']:.2f}", f"{r['train_cost']:.2f}",
+                     _gap(r['accuracy_vs_vanilla'], r['accuracy_p']), _gap(r['nll_vs_vanilla'], r['nll_p']), _gap(r['ts_nll_after_vs_vanilla'], r['ts_nll_after_p'])])
+    with open(RESULTS/f'finetune_{task}.csv', 'w', newline='') as f: _csv.writer(f).writerows(rows)
+    (RESULTS/f'finetune_{task}.json').write_text(json.dumps(meta, indent=1) + '\n')
+    print(f"wrote {RESULTS/f'finetune_{task}.csv'}")
+
+PROTOCOL_META = {
+    'fashion4_250': "digits_net(32) pretrained on six Fashion-MNIST classes (36,000 photos, 5 epochs), fine-tuned on the four others: 250 training photos per class (1,000), 500 test photos per class (2,000), batch 32, `vision_learner(n_in=1)`",
+    'hard_digits_100': "across domains: digits_net(32) pretrained on six Fashion-MNIST classes (photos of clothes), fine-tuned on the hard digits (distorted handwritten digits, 28x28): 100 training images per class (1,000), 1,077 distorted test images, batch 32, `vision_learner(n_in=1)`",
+}
+
+OLD_LABELS = {  # issue 28's protocol (fashion4_20): row -> label, in the order shown
+    'vanilla': 'plain fine-tuning', 'ensemble2': 'deep ensemble of 2 fine-tunes (2x)', 'manifold': '`ManifoldMixup()`',
+    'output': '`OutputMixup()`', 'cutmixmo_fresh': "`CutMixMo(encoder_init='fresh')`", 'cutmixmo_copy': "`CutMixMo(encoder_init='copy')`",
+    'cutmixmo_noise': '`CutMixMo(encoder_init=0.1)`', 'cutmixmo_copy_enc_trains': "`CutMixMo('copy')`, encoders trained while the body is frozen",
+    'linear_mixmo_fresh': "`LinearMixMo(encoder_init='fresh')`", 'linear_mixmo_copy': "`LinearMixMo(encoder_init='copy')`",
+    'mimo_fresh': "`MIMO(encoder_init='fresh')`", 'mimo_copy': "`MIMO(encoder_init='copy')`", 'mimo_noise': '`MIMO(encoder_init=0.1)`',
+    'lines_fresh_midpoint': "line, fresh endpoint: midpoint", 'lines_fresh_ends': "line, fresh endpoint: ends",
+    'lines_copy_midpoint': "line, exact copy: midpoint", 'lines_copy_ends': "line, exact copy: ends",
+    'lines_noise_midpoint': "line, σ = 0.1: midpoint", 'lines_noise_ends': "line, σ = 0.1: ends",
+    'lines_noise5_midpoint': "`LinesSubspace()` (σ = 0.5): midpoint", 'lines_noise5_ends': "`LinesSubspace()` (σ = 0.5): ends",
+}
+
+def old_protocol_results(summary=Path(__file__).resolve().parent.parent/'nbs'/'finetune_study.csv'):
+    "Issue 28's table (20 images per class) as shown, from the study's committed summary: `nbs/results/finetune_fashion4_20.csv`"
+    import csv as _csv
+    s = pd.read_csv(summary)
+    s = s[(s['task'] == 'fashion4_20') & (s['arch'] == 'digits_net')]
+    def cell(mode, name, epochs=20):
+        r = s[(s['mode'] == mode) & (s['name'] == name) & (s['epochs'] == epochs)]
+        return [f"{r['acc'].item():.3f}", f"{r['nll'].item():.3f}"] if len(r) else ['', '']
+    rows = [['method', 'fine-tuned 20 epochs: accuracy', 'NLL', 'from scratch, same callback: accuracy', 'NLL']]
+    rows.append(['plain fine-tuning, 40 epochs (2x)'] + cell('finetune', 'vanilla', 40) + cell('scratch', 'vanilla', 40))
+    for name, label in OLD_LABELS.items(): rows.append([label] + cell('finetune', name) + cell('scratch', name))
+    rows.insert(2, rows.pop(1))
+    with open(RESULTS/'finetune_fashion4_20.csv', 'w', newline='') as f: _csv.writer(f).writerows(rows)
+    print(f"wrote {RESULTS/'finetune_fashion4_20.csv'}")
 
 def table(csv=None, protocols_csv=None):
     df = pd.read_json(OUT/'runs.jsonl', lines=True)
@@ -213,9 +278,56 @@ def table(csv=None, protocols_csv=None):
     print(t.round(4).to_string(index=False))
     if csv: t.round(4).to_csv(csv, index=False); print(f"wrote {csv}")
 
+DETECT_FAMILIES = {  # name -> (model, epochs that make it trained)
+    'digits_net(16)': (lambda: digits_net(16, channels=3), 1),
+    "fastai's xresnet18": (lambda: xresnet18(n_out=10), 1),
+    '`vision_learner` body + head (resnet18)': (lambda: create_vision_model(resnet18, 10, pretrained=False), 1),
+    "torchvision's resnet18": (lambda: __import__('torchvision').models.resnet18(weights=None, num_classes=10), 1),
+    "torchvision's mobilenet_v3_small": (lambda: __import__('torchvision').models.mobilenet_v3_small(weights=None, num_classes=10), 1),
+    "timm's resnet18": (lambda: __import__('timm').create_model('resnet18', num_classes=10), 1),
+    "timm's efficientnet_b0": (lambda: __import__('timm').create_model('efficientnet_b0', num_classes=10), 1),
+    'a CNN without norm layers': (lambda: nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)), 12),
+    "timm's vit_tiny_patch16_224 (LayerNorm)": (lambda: __import__('timm').create_model('vit_tiny_patch16_224', num_classes=10), 0),
+    "timm's convnext_atto (LayerNorm)": (lambda: __import__('timm').create_model('convnext_atto', num_classes=10), 0),
+}
+
+def detect():
+    "`looks_pretrained` on a fresh and a trained network of each family (trained: `fit_one_cycle(epochs, 3e-3)` on 256 digits, 32x32): the results file"
+    import csv as _csv, mixmo_fastai
+    from fastai.data.transforms import IndexSplitter
+    block = digits_block(size=32, channels=3); train, valid = digits_split(); items = train[:256] + valid[:64]
+    block.get_items = lambda _: items; block.splitter = IndexSplitter(list(range(256, 320)))
+    dls = block.dataloaders(None, bs=32, device='cpu', num_workers=0)
+    def spectra(m): r = spectral_ratios(m); return f"{r.median():.2f} / {(r > 1.3).float().mean():.2f}" if len(r) else '—'
+    def say(v): return {True: 'pretrained', False: 'fresh', None: 'cannot tell'}[v]
+    rows = [['network', 'signal', 'fresh: answer', 'fresh: median ratio / share > 1.3', 'trained: epochs on 256 digits', 'trained: answer', 'trained: median ratio / share > 1.3', 'trained: accuracy']]
+    for name, (make, epochs) in DETECT_FAMILIES.items():
+        set_seed(0); m = make()
+        signal = 'BatchNorm statistics' if bn_has_seen_data(m) is not None else 'weight spectra'
+        row = [name, signal, say(looks_pretrained(m)), spectra(m)]
+        if epochs:
+            learn = Learner(dls, m, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 3e-3); acc = learn.validate()[1]
+            row += [str(epochs), say(looks_pretrained(m)), spectra(m), f"{acc:.3f}"]
+        else: row += ['not trained here', '', '', '']
+        rows.append(row); print(row, flush=True)
+    net = base_model('digits_net', len(PRETRAIN)); net.load_state_dict(torch.load(PRE/'fashion6_digits_net.pth'))
+    fresh = base_model('digits_net', len(PRETRAIN))
+    rows.append(["digits_net(32) pretrained on six Fashion-MNIST classes (this study's, 5 epochs)", 'BatchNorm statistics', say(looks_pretrained(fresh)),
+                 spectra(fresh), 'pretrained', say(looks_pretrained(net)), spectra(net), '0.937 (its own test images)'])
+    with open(RESULTS/'pretrained_detector.csv', 'w', newline='') as f: _csv.writer(f).writerows(rows)
+    (RESULTS/'pretrained_detector.json').write_text(json.dumps(dict(
+        date=time.strftime('%-d %b %Y'), command='python tools/finetune_study.py detect',
+        settings='trained: fit_one_cycle(epochs, 3e-3) on 256 digits at 32x32, 3 channels, batch 32; accuracy on 64 held-out digits',
+        version=mixmo_fastai.__version__, machine="2 CPU cores, this project's virtual machine, one thread",
+        note="Ratio: a layer's largest singular value over std*(sqrt(rows)+sqrt(cols)), about 1 for any i.i.d. draw; read only where the network keeps no BatchNorm statistics. The LayerNorm networks were not trained here (no pretrained weights offline, too slow on a CPU).",
+        source='the run itself'), indent=1) + '\n')
+    print(f"wrote {RESULTS/'pretrained_detector.csv'}")
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser()
-    p.add_argument('cmd', choices=['pretrain', 'run', 'table'])
+    p.add_argument('cmd', choices=['pretrain', 'run', 'table', 'detect'])
     p.add_argument('--arch', default='digits_net')
     p.add_argument('--epochs', type=int, default=5)
     p.add_argument('--n-per-class', type=int, default=None)
@@ -231,5 +343,7 @@ if __name__ == '__main__':
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.cmd == 'pretrain': pretrain(a.arch, a.epochs, a.n_per_class)
+    elif a.cmd == 'table' and a.csv is None and a.protocols_csv is None: old_protocol_results()
+    elif a.cmd == 'detect': detect()
     elif a.cmd == 'run': run(a.arch, a.rows.split(','), [int(s) for s in a.seeds.split(',')], a.modes.split(','), a.epochs, a.lr, a.task, a.lr_mult)
     else: table(a.csv, a.protocols_csv)
