@@ -79,3 +79,20 @@ def test_densenet_refused_naming_the_layer():
     assert member_leaks(model, x)
     with pytest.raises(ValueError, match=r"the members are not independent: .* the last 'features\.\w+.*'\. An operation after"):
         check_members_apart(model, x)
+
+@pytest.mark.parametrize('kwargs,match', [(dict(n_members=0), 'n_members'), (dict(alpha=0.), 'alpha'), (dict(gamma=0), 'gamma'),
+                                          (dict(gamma=1.5), 'gamma'), (dict(ensemble='mean'), 'ensemble')])
+def test_bad_arguments_refused(kwargs, match):
+    from mixmo_fastai.packed import PackedEnsemble
+    with pytest.raises(ValueError, match=match): PackedEnsemble(**kwargs)
+    with pytest.raises(ValueError, match=match): packed_model(digits_net(8), **kwargs)
+
+def test_mlp_packed_from_its_first_linear():
+    "Without a convolution the first linear layer reads the whole input; a LayerNorm becomes one per member"
+    torch.manual_seed(0)
+    model = packed_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 32),
+                                       nn.ReLU(), nn.Linear(32, 10)), 4, 2.)
+    assert model[1].weight.shape == (64, 64) and model[4].groups == 4
+    x = torch.randn(3, 1, 8, 8)
+    assert model(x).shape == (3, 10)
+    assert member_leaks(model, x) == [] and member_leaks(model, x, training=True) == []
