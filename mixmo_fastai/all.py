@@ -9,6 +9,7 @@ from .manifold import *
 from .metrics import *
 from .mixmo import *
 from .mixmo_data import *
+from .packed import *
 from .subspace import *
 from .swa import *
 from .shift import *

@@ -17,6 +17,7 @@ from .metrics import *
 from .callback import DeepEnsemble, MembersToEnsemble
 from .manifold import ManifoldMixup, OutputMixup, DynamicManifoldMixup, DynamicOutputMixup, PatchUp
 from .mixmo import MIMO, LinearMixMo, CutMixMo
+from .packed import PackedEnsemble
 from .subspace import SubspaceCallback, LinesSubspace
 from .swa import SWA
 from .shift import corruption_report, shift_summary
@@ -79,6 +80,8 @@ METHODS = {
                   "the baseline of the line's midpoint)", _Cbs(SWA)),
     'swa_lr': Method("SWA(swa_lr=5e-3): the same, the learning rate held at half the default peak (1e-2) while averaging, "
                      "as in the SWA paper", _Cbs(SWA, swa_lr=5e-3)),
+    'packed': Method("PackedEnsemble(): four independent members packed by grouped layers, alpha=2 (about the "
+                     "original's parameters), mean of their probabilities", _Cbs(PackedEnsemble)),
     'ensemble2': Method("deep ensemble: two vanilla models trained with different seeds, logits averaged", n_models=2),
 }
 

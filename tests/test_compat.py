@@ -18,6 +18,7 @@ EXPECTED = {
     'manifold': ['ManifoldMixup', 'OutputMixup', 'DynamicManifoldMixup', 'DynamicOutputMixup', 'PatchUp'],
     'mixmo': ['CutMixMo', 'LinearMixMo', 'MIMO'],
     'subspace': ['LinesSubspace', 'CurvesSubspace', 'SimplexSubspace'],
+    'packed': ['PackedEnsemble'],
 }
 
 def _callback_classes()->dict:
@@ -34,7 +35,7 @@ def cases(values, known:dict, ids=None): return known_defect_cases(values, known
 CBS = _callback_classes()
 NAMES = list(CBS)
 SITE_MIXERS = ('ManifoldMixup', 'DynamicManifoldMixup', 'PatchUp')  # they hook one hidden module per batch
-ENSEMBLES = [n for n in NAMES if 'MixMo' in n or n == 'MIMO' or 'Subspace' in n]
+ENSEMBLES = [n for n in NAMES if 'MixMo' in n or n == 'MIMO' or 'Subspace' in n or 'Packed' in n]
 
 def test_every_callback_is_in_the_matrix():
     missing = [n for ns in EXPECTED.values() for n in ns if n not in CBS]
@@ -332,7 +333,8 @@ def _make(n): return FASTAI[n]() if n in FASTAI else CBS[n]()
 
 WORKS = [('LinesSubspace', 'ManifoldMixup'), ('ManifoldMixup', 'LinesSubspace'), ('LinesSubspace', 'OutputMixup'),
          ('LinesSubspace', 'PatchUp'), ('LinesSubspace', 'MixUp'), ('LinesSubspace', 'CutMix'),
-         ('CurvesSubspace', 'ManifoldMixup'), ('CutMixMo', 'LinesSubspace'), ('LinesSubspace', 'CutMixMo')]
+         ('CurvesSubspace', 'ManifoldMixup'), ('CutMixMo', 'LinesSubspace'), ('LinesSubspace', 'CutMixMo'),
+         ('PackedEnsemble', 'MixUp'), ('CutMix', 'PackedEnsemble')]
 
 @pytest.mark.parametrize('first,second', WORKS, ids=['+'.join(c) for c in WORKS])
 def test_combination_works(first, second, dls):
@@ -361,7 +363,8 @@ def test_mixmo_with_subspace_keeps_member_logits(dls):
 
 REFUSED = [('CutMixMo', 'CutMix'), ('CutMix', 'CutMixMo'), ('ManifoldMixup', 'OutputMixup'), ('ManifoldMixup', 'MixUp'),
            ('ManifoldMixup', 'PatchUp'), ('ManifoldMixup', 'ManifoldMixup'), ('ManifoldMixup', 'CutMixMo'),
-           ('CutMixMo', 'ManifoldMixup'), ('OutputMixup', 'MIMO'), ('CutMixMo', 'MIMO'), ('LinesSubspace', 'CurvesSubspace')]
+           ('CutMixMo', 'ManifoldMixup'), ('OutputMixup', 'MIMO'), ('CutMixMo', 'MIMO'), ('LinesSubspace', 'CurvesSubspace'),
+           ('PackedEnsemble', 'CutMixMo'), ('ManifoldMixup', 'PackedEnsemble'), ('LinesSubspace', 'PackedEnsemble')]
 
 def _own_message(e)->str:
     "The message without fastai's 'Exception occured in `X` when calling event `Y`' prefix (it names a callback anyway)"

@@ -10,7 +10,7 @@ from fastai.vision.all import *
 from mixmo_fastai.all import *
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ['plain', 'InputMix', 'ManifoldMixup', 'CutMixMo', 'LinesSubspace', 'LinesSubspace-no-bn-update']
+NAMES = ['plain', 'InputMix', 'ManifoldMixup', 'CutMixMo', 'LinesSubspace', 'LinesSubspace-no-bn-update', 'PackedEnsemble']
 WORLD_SIZE = 2
 
 WORKER = textwrap.dedent('''
@@ -63,7 +63,8 @@ WORKER = textwrap.dedent('''
 
     MAKERS = {'plain': list, 'InputMix': lambda: [InputMix()], 'ManifoldMixup': lambda: [ManifoldMixup()],
               'CutMixMo': lambda: [CutMixMo()], 'LinesSubspace': lambda: [LinesSubspace()],
-              'LinesSubspace-no-bn-update': lambda: [LinesSubspace(bn_update=False)]}
+              'LinesSubspace-no-bn-update': lambda: [LinesSubspace(bn_update=False)],
+              'PackedEnsemble': lambda: [PackedEnsemble()]}
     rank, out = rank_distrib(), Path(sys.argv[1])
     for name in sys.argv[2:]:
         set_seed(0)

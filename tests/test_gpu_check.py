@@ -7,7 +7,7 @@ def test_gpu_check_cpu_path(tmp_path):
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path/'gpu_check.csv')))
-    methods = {'vanilla', 'manifold', 'output', 'patchup', 'mimo', 'linear_mixmo', 'cutmixmo', 'lines', 'swa'}
+    methods = {'vanilla', 'manifold', 'output', 'patchup', 'mimo', 'linear_mixmo', 'cutmixmo', 'lines', 'swa', 'packed'}
     assert {(r['precision'], r['method']) for r in rows} == {(p, m) for p in ('fp32', 'fp16', 'bf16') for m in methods}
     assert all(r['ok'] == 'True' for r in rows)
     assert all(float(r['step_ms']) > 0 and float(r['infer_ms']) > 0 for r in rows)

@@ -26,6 +26,7 @@ METHODS = {
     'vanilla': lambda: [], 'manifold': lambda: [ManifoldMixup()], 'output': lambda: [OutputMixup()],
     'patchup': lambda: [PatchUp()], 'mimo': lambda: [MIMO()], 'linear_mixmo': lambda: [LinearMixMo()],
     'cutmixmo': lambda: [CutMixMo()], 'lines': lambda: [LinesSubspace()], 'swa': lambda: [SWA(start=0)],
+    'packed': lambda: [PackedEnsemble()],  # grouped convolutions: cuDNN's grouped kernels, slower per FLOP on a CPU
 }
 PRECISIONS = {'fp32': lambda learn: learn, 'fp16': lambda learn: learn.to_fp16(), 'bf16': lambda learn: learn.to_bf16()}
 _READS = ('_local_scalar_dense', 'aminmax', 'nonzero', 'is_nonzero', 'equal')  # operations that read a tensor back to the host
