@@ -80,10 +80,13 @@ class MixMoHead(Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
         "The original final layer's weights (a checkpoint saved before the conversion) load into member 0's rows"
+        own = self.state_dict()
         for k in ('weight', 'bias'):
-            if prefix+k not in state_dict or prefix+'linear.'+k in state_dict: continue
-            full = getattr(self.linear, k).detach().clone(); full[:self.n_out] = state_dict.pop(prefix+k)
-            state_dict[prefix+'linear.'+k] = full
+            # the layer's own name for it: 'linear.weight', or point 0's ('linear.points.0.weight') in a subspace of this model
+            target = first(n for n in own if n.startswith('linear.') and n.endswith(k))
+            if prefix+k not in state_dict or target is None or prefix+target in state_dict: continue
+            full = own[target].clone(); full[:self.n_out] = state_dict.pop(prefix+k)
+            state_dict[prefix+target] = full
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, h):

@@ -174,10 +174,10 @@ def looks_pretrained(
     model:nn.Module, # The model when its first fit starts
     trained_ratio:float=1.3, # A layer whose `spectral_ratios` is above this looks trained
 )->bool|None:
-    "Whether `model` holds trained weights: part of it frozen, BatchNorm statistics that have seen data, or (without BatchNorm) spectra no random draw gives; None: cannot tell"
-    if is_frozen(model): return True
+    "Whether `model` holds trained weights: BatchNorm statistics that have seen data; without BatchNorm, part of it frozen or spectra no random draw gives; None: cannot tell"
     seen = bn_has_seen_data(model)
-    if seen is not None: return seen
+    if seen is not None: return seen  # first: `fine_tune` freezes a body it was given fresh too (`vision_learner(pretrained=False)`)
+    if is_frozen(model): return True
     ratios = spectral_ratios(model)
     if not len(ratios): return None
     share = (ratios > trained_ratio).float().mean().item()
@@ -223,17 +223,20 @@ def _names_by_id(model:nn.Module)->dict:
 
 class LoadUnconverted:
     "`load_state_dict` hooks: a state dict of the model before its conversion loads into member 0; the added members keep their weights"
-    def __init__(self, renames:dict, added:set): self.renames,self.added,self.plain = renames,added,False  # converted name -> name before; names of added members
+    def __init__(self, renames:dict, added:set): self.renames,self.added,self.absent = renames,added,None  # converted name -> name before; names of added members
     def pre(self, module, state_dict, prefix, *args):
         moved = [new for new, old in self.renames.items() if prefix+old in state_dict and prefix+new not in state_dict]
+        if not moved: self.absent = None; return
+        # what the checkpoint lacks: the added members, and (a conversion of a converted model) the earlier one's additions
+        self.absent = {prefix+k for k in self.added} | {prefix+new for new, old in self.renames.items() if prefix+old not in state_dict and prefix+new not in state_dict}
         for new in moved: state_dict[prefix+new] = state_dict.pop(prefix+self.renames[new])
-        self.plain,meta = bool(moved),getattr(state_dict, '_metadata', None)
-        if moved and meta is not None:  # the layers' format versions, as the converted model's own state dict gives them
+        meta = getattr(state_dict, '_metadata', None)
+        if meta is not None:  # the layers' format versions, as the converted model's own state dict gives them
             for k, v in module.state_dict()._metadata.items(): meta.setdefault(prefix+k if k else prefix[:-1], v)
     def post(self, module, incompatible):
         "The added members are not in a plain checkpoint: not missing"
-        if self.plain: incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k not in self.added]
-        self.plain = False
+        if self.absent: incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k not in self.absent]
+        self.absent = None
 
 class ConvertingCallback(Callback):
     "Base of the callbacks that convert `learn.model`: at `after_create` or `before_fit`, undone if refused, 'auto' members decided on the first fit, one warning"

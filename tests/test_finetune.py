@@ -13,11 +13,12 @@ _MIXMO = ('CutMixMo', 'LinearMixMo', 'MIMO')
 
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
-    "A digits_net whose weights are not an initialisation (as if pretrained), saved like a user's checkpoint"
+    "A digits_net whose weights are not an initialisation and whose BatchNorm statistics have seen data (as if pretrained), saved like a user's checkpoint"
     torch.manual_seed(1)
     net = digits_net(16, channels=3)  # fastai's model functions make 3-channel networks
     with torch.no_grad():
         for p in net.parameters(): p.add_(torch.randn_like(p) * 0.05)
+        net.train(); net(torch.randn(32, 3, 16, 16))
     path = tmp_path_factory.mktemp('pre')/'net.pth'
     torch.save(net.state_dict(), path)
     return path
@@ -99,12 +100,13 @@ def test_fine_tune_end_to_end_and_export(weights, name, tmp_path):
 @pytest.mark.parametrize('name', list(CONVERTING))
 @pytest.mark.parametrize('pretrained', [True, False])
 def test_auto_init_follows_the_frozen_body(weights, name, pretrained):
-    "The default 'auto': copies when the first fit starts with a frozen body (vision_learner(pretrained=True), fine_tune), fresh draws otherwise"
+    "The default 'auto': copies when the first fit starts on pretrained weights (vision_learner(pretrained=True), fine_tune), fresh draws on a fresh body, frozen or not"
     cb = CONVERTING[name]()
     learn = _learner(weights, cb, pretrained=pretrained)
     w0 = [w.detach().clone() for w in _new_weights(learn, name)]
     learn.lr_find(num_it=12, show_plot=False)  # lr_find decides nothing: the learner's first real fit does
     for a, b in zip(_new_weights(learn, name), w0): test_close(a, b)
+    learn.freeze()  # as fine_tune does, also to a fresh body: frozen is not pretrained when BatchNorm has seen no data
     with learn.no_bar(), learn.no_logging(): learn.fit(0)  # `before_fit` only
     ws, pre, mixmo = _new_weights(learn, name), w0[0], name in _MIXMO
     used = cb.encoder_init_used if mixmo else cb.point_init_used
@@ -188,6 +190,19 @@ def test_auto_copies_pretrained_weights_in_a_plain_learner(trained_weights, name
     for w in ws[1:]:
         if name in _MIXMO: test_close(w, pre)  # copies: the members start as the pretrained network
         else: assert 0.3 < ((w - pre).std() / pre.std()).item() < 0.7  # the copy plus σ = 0.5 times a fresh draw
+
+def test_learn_load_of_a_plain_checkpoint_into_two_conversions(trained_weights, tmp_path):
+    "A subspace of a MixMo model (two conversions): a plain checkpoint loads into member 0 at point 0, the rest keep theirs"
+    plain = Learner(subset_dls(128, 64, bs=32, size=16, channels=3), digits_net(16, channels=3), path=tmp_path)
+    plain.model.load_state_dict(torch.load(trained_weights)); plain.save('plain')
+    learn = Learner(plain.dls, digits_net(16, channels=3), path=tmp_path, cbs=[CutMixMo(), LinesSubspace()])
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.load('plain')
+    after, sd = learn.model.state_dict(), torch.load(trained_weights)
+    test_eq(after['0.0.layers.0.0.points.0.weight'], sd['0.0.weight'])  # member 0's encoder, point 0
+    test_eq(after['5.linear.points.0.weight'][:10], sd['5.weight'])  # member 0's head rows
+    test_eq(after['0.0.layers.1.0.points.0.weight'], before['0.0.layers.1.0.points.0.weight'])  # member 1 kept
+    test_eq(after['5.linear.points.0.weight'][10:], before['5.linear.points.0.weight'][10:])
 
 @pytest.mark.parametrize('name', list(CONVERTING))
 def test_learn_load_of_a_plain_checkpoint_before_fit(trained_weights, name, tmp_path):
