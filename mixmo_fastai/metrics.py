@@ -12,10 +12,11 @@ from fastai.basics import *
 __all__ = ['bin_stats', 'ece', 'brier_score', 'nll', 'member_accuracies', 'disagreement', 'ratio_errors', 'ensemble_outputs',
            'EnsembleMetric', 'EnsembleAccuracy', 'MemberAccuracy', 'NLL', 'ECE', 'BrierScore', 'Disagreement',
            'RatioErrors', 'ensemble_metrics', 'get_member_preds', 'fit_temperature', 'calibration_metrics',
-           'temperature_report', 'plot_reliability', 'max_prob', 'predictive_entropy', 'free_energy',
-           'mutual_information', 'sample_disagreement', 'confidence_scores', 'ood_auroc', 'ood_aupr', 'fpr_at_tpr',
-           'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc', 'plot_risk_coverage', 'AURC', 'gather_member_preds',
-           'ensemble_scores', 'ensemble_report', 'report_markdown', 'ood_report']
+           'temperature_report', 'TemperatureScaling', 'calibrate', 'plot_reliability', 'max_prob',
+           'predictive_entropy', 'free_energy', 'mutual_information', 'sample_disagreement', 'confidence_scores',
+           'ood_auroc', 'ood_aupr', 'fpr_at_tpr', 'ood_detection', 'ood_metrics', 'risk_coverage', 'aurc',
+           'plot_risk_coverage', 'AURC', 'gather_member_preds', 'ensemble_scores', 'ensemble_report', 'report_markdown',
+           'ood_report']
 
 # %% ../nbs/40_metrics.ipynb #1a2222e7
 def bin_stats(
@@ -219,6 +220,26 @@ def temperature_report(
     before, after = calibration_metrics(logits[ev], targs[ev], n_bins), calibration_metrics(logits[ev] / t, targs[ev], n_bins)
     return dict(temperature=t, **{f'{k}_before': before[k] for k in ('nll', 'ece', 'brier')},
                 **{f'{k}_after': after[k] for k in ('nll', 'ece', 'brier')})
+
+# %% ../nbs/40_metrics.ipynb #b43820f2
+class TemperatureScaling(Callback):
+    "Divide the logits by `temperature` in evaluation (`get_preds`, `validate`, `predict`), never in training"
+    order = 80  # after the ensemble callbacks' after_pred (the ensemble's logits), before `get_member_preds` reads them (90); members' logits stay as they are
+    def __init__(self, temperature:float=1.): store_attr()
+    def after_pred(self):
+        if not self.training: self.learn.pred = self.learn.pred / self.temperature
+
+def calibrate(
+    learn:Learner, # A trained learner (any callbacks; an ensemble's averaged output is calibrated as one)
+    dl:DataLoader=None, # Held-out data with labels (default: the validation set; better a part you do not report on)
+)->float:
+    "Fit one temperature on `dl` (NLL, LBFGS) and add a `TemperatureScaling` callback that applies it; returns the temperature"
+    learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, TemperatureScaling)))
+    logits, _, targs = get_member_preds(learn, dl)
+    t = fit_temperature(logits, targs)
+    learn.add_cb(TemperatureScaling(t))
+    return t
+
 
 # %% ../nbs/40_metrics.ipynb #2a79c5c1
 def plot_reliability(

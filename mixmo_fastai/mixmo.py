@@ -10,7 +10,7 @@ import math
 from fastai.basics import *
 from .mixing import *
 from .callback import *
-from .surgery import unwrap_model, conv_types, member_copy, check_member_init, restart_member, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, ConvertingCallback
+from .surgery import unwrap_model, conv_types, module_names, find_layer, member_copy, check_member_init, restart_member, depthwise_convs, se_advice, MEASURED_LOSSES, measured_in, set_module, ConvertingCallback
 
 # %% auto #0
 __all__ = ['MixMoEncoder', 'MixMoHead', 'mixmo_parts', 'mixmo_model', 'member_inputs', 'MixMo', 'CutMixMo', 'LinearMixMo', 'MIMO']
@@ -96,17 +96,6 @@ class MixMoHead(Module):
         return ensemble_logits(out, self.ensemble)
 
 # %% ../nbs/20_mixmo.ipynb #a884e5dc
-def _module_names(model, n=8): return [n_ for n_, _ in model.named_modules() if n_][:n]
-
-def _find(model, name, kind, first):
-    "The module called `name`, or the first/last module of type `kind`"
-    if name is not None:
-        try: return name, model.get_submodule(name)
-        except AttributeError: raise ValueError(f"{type(model).__name__} has no module named {name!r}; "
-                                                f"names start with {_module_names(model)}") from None
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
-    return (found[0] if first else found[-1]) if found else (None, None)
-
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU, nn.PReLU, nn.Tanh)
 
@@ -140,14 +129,14 @@ def _mixmo_convert(model, n_members, encoder, head, ensemble, encoder_norm, enco
         return []
     check_member_init(encoder_init)
     model = unwrap_model(model)
-    enc_name, enc = _find(model, encoder, conv_types, first=True)
+    enc_name, enc = find_layer(model, encoder, conv_types)
     if enc is None: raise ValueError(
         f"MixMo found no convolution in {type(model).__name__} to copy into member encoders: pass `encoder=` the name "
-        f"of the layer whose output is mixed (names start with {_module_names(model)})")
-    head_name, hd = _find(model, head, nn.Linear, first=False)
+        f"of the layer whose output is mixed (names start with {module_names(model)})")
+    head_name, hd = find_layer(model, head, nn.Linear, last=True)
     if hd is None or not isinstance(hd, nn.Linear): raise ValueError(
         f"MixMo needs a final nn.Linear in {type(model).__name__} to split into member heads: pass `head=` its name "
-        f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {_module_names(model)})")
+        f"(got {type(hd).__name__ if hd is not None else 'none'}; names start with {module_names(model)})")
     norms = [(n, model.get_submodule(n)) for n in (_stem_norm(model, enc_name) if encoder_norm else [])]
     for n, _ in norms: set_module(model, n, nn.Identity())
     state = _MixMoState()

@@ -13,7 +13,7 @@ from fastai.layers import AdaptiveConcatPool2d
 from torch.nn.modules.batchnorm import _BatchNorm
 from .mixing import ensemble_logits
 from .callback import publish_member_logits, MixingCallback
-from .surgery import unwrap_model, conv_types, set_module, is_depthwise_conv, is_frozen, ConvertingCallback
+from .surgery import unwrap_model, conv_types, module_names, find_layer, set_module, is_depthwise_conv, is_frozen, ConvertingCallback
 
 # %% auto #0
 __all__ = ['member_width', 'PackedLinear', 'PackedHead', 'packed_head', 'PackedLayerNorm', 'PackedConcatPool', 'packed_model',
@@ -133,18 +133,7 @@ def _with_linear(m:nn.Linear, lin:PackedLinear)->PackedLinear:
     return lin.to(m.weight.device, m.weight.dtype)
 
 # %% ../nbs/25_packed.ipynb #0209965f
-_NORMS = (_BatchNorm, nn.GroupNorm)
-
-def _module_names(model, n=8): return [n_ for n_, _ in model.named_modules() if n_][:n]
-
-def _named(model, name, kinds, last:bool):
-    "`(name, module)` of the layer called `name`, or of the first (`last`: last) layer of one of `kinds`"
-    if name is not None:
-        try: return name, model.get_submodule(name)
-        except AttributeError: raise ValueError(f"{type(model).__name__} has no module named {name!r}; "
-                                                f"names start with {_module_names(model)}") from None
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
-    return (found[-1] if last else found[0]) if found else (None, None)
+_WIDENED_NORMS = (_BatchNorm, nn.GroupNorm)  # widened in place (LayerNorm becomes one per member)
 
 def _refuse(name, m, why, todo):
     raise ValueError(f"PackedEnsemble cannot pack layer {name!r} ({type(m).__name__}): {why}. {todo}")
@@ -154,7 +143,7 @@ _OTHER_METHOD = "or train this network with MIMO()/CutMixMo(), which keep its la
 def _check_packable(model, first_name, head_name):
     "Refuse a layer whose parameters cannot be split between members (every layer with parameters must be a convolution, a linear or a norm layer)"
     for name, m in model.named_modules():
-        if isinstance(m, conv_types + (nn.Linear,) + _NORMS) or type(m) is nn.LayerNorm: pass
+        if isinstance(m, conv_types + (nn.Linear,) + _WIDENED_NORMS) or type(m) is nn.LayerNorm: pass
         elif isinstance(m, nn.LayerNorm): _refuse(name, m, "a LayerNorm variant whose forward the converter does not know",
                                                   f"Replace it by nn.LayerNorm over the last dimension, {_OTHER_METHOD}")
         elif next(m.parameters(recurse=False), None) is not None: _refuse(name, m,
@@ -165,7 +154,7 @@ def _check_packable(model, first_name, head_name):
             f"Normalise over the channels only, {_OTHER_METHOD}")
     if head_name is None: raise ValueError(
         f"PackedEnsemble found no nn.Linear in {type(model).__name__} to give each member its outputs: pass `head=` the name "
-        f"of the final linear layer (names start with {_module_names(model)})")
+        f"of the final linear layer (names start with {module_names(model)})")
     if first_name is None: raise ValueError(f"PackedEnsemble found no convolution in {type(model).__name__}: pass `first=` "
                                             "the name of the layer that reads the input")
 
@@ -221,9 +210,9 @@ def _pack(model, n_members, alpha, gamma, ensemble, first, head, min_group_chann
         if done.n_members != n_members: raise ValueError(f"Model already packed with {done.n_members} members, not {n_members}")
         done.ensemble = ensemble
         return []
-    first_name, _ = _named(model, first, conv_types, last=False)
-    if first_name is None: first_name, _ = _named(model, first, nn.Linear, last=False)
-    head_name, hd = _named(model, head, nn.Linear, last=True)
+    first_name, _ = find_layer(model, first, conv_types)
+    if first_name is None: first_name, _ = find_layer(model, first, nn.Linear)
+    head_name, hd = find_layer(model, head, nn.Linear, last=True)
     if hd is not None and not isinstance(hd, nn.Linear): raise ValueError(
         f"PackedEnsemble's head must be an nn.Linear, {head_name!r} is a {type(hd).__name__}")
     _check_packable(model, first_name, head_name)
@@ -249,7 +238,7 @@ def _pack(model, n_members, alpha, gamma, ensemble, first, head, min_group_chann
                                                m.bias is not None))
             hidden,asked = hidden + 1,asked + (g > 1)
             if per < g: short.append(name)
-        elif isinstance(m, _NORMS + (nn.LayerNorm,)): new = _packed_norm(m, n_members, w)
+        elif isinstance(m, _WIDENED_NORMS + (nn.LayerNorm,)): new = _packed_norm(m, n_members, w)
         elif type(m) is AdaptiveConcatPool2d: new = PackedConcatPool(m.size, n_members)
         else: continue
         replaced.append((name, m, new))

@@ -15,10 +15,10 @@ import sys, itertools
 # %% auto #0
 __all__ = ['conv_types', 'DOCS_URL', 'MEASURED_LOSSES', 'unwrap_model', 'in_lr_find', 'is_depthwise_conv', 'depthwise_convs',
            'is_squeeze_excitation', 'squeeze_excitations', 'remove_squeeze_excitation', 'measured_in', 'se_advice',
-           'set_module', 'fresh_copy', 'check_member_init', 'member_copy', 'restart_member', 'is_frozen', 'bn_modules',
-           'bn_has_seen_data', 'spectral_ratios', 'looks_pretrained', 'resolve_member_init', 'recreate_opt',
-           'check_unwrapped', 'LoadUnconverted', 'ConvertingCallback', 'train_pass', 'bn_state', 'load_bn_state',
-           'reestimate_bn']
+           'set_module', 'module_names', 'find_layer', 'fresh_copy', 'check_member_init', 'member_copy',
+           'restart_member', 'is_frozen', 'bn_modules', 'bn_has_seen_data', 'spectral_ratios', 'looks_pretrained',
+           'resolve_member_init', 'recreate_opt', 'check_unwrapped', 'LoadUnconverted', 'ConvertingCallback',
+           'train_pass', 'bn_state', 'load_bn_state', 'reestimate_bn']
 
 # %% ../nbs/00a_surgery.ipynb #4d639c1d
 _WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -95,6 +95,25 @@ def set_module(
     "Put `new` in `model` in place of the module called `name`"
     parent, _, child = name.rpartition('.')
     setattr(model.get_submodule(parent) if parent else model, child, new)
+
+def module_names(model:nn.Module, n:int=8)->list:
+    "The first `n` names of `model`'s modules, for error messages that say what names exist"
+    return [n_ for n_, _ in model.named_modules() if n_][:n]
+
+def find_layer(
+    model:nn.Module, # Where to look
+    name:str=None, # The module's name, if the user gave one
+    kinds=nn.Module, # Otherwise the first (or last) module of one of these types
+    last:bool=False, # The last module of `kinds` instead of the first
+)->tuple:
+    "`(name, module)` of the module called `name`, or of the first (`last`: last) module of one of `kinds`; `(None, None)` if none"
+    if name is not None:
+        try: return name, model.get_submodule(name)
+        except AttributeError: raise ValueError(f"{type(model).__name__} has no module named {name!r}; "
+                                                f"names start with {module_names(model)}") from None
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+    return (found[-1] if last else found[0]) if found else (None, None)
+
 
 # %% ../nbs/00a_surgery.ipynb #8d1b791d
 def fresh_copy(m:nn.Module)->nn.Module:
@@ -218,15 +237,20 @@ _FASTAI_CONTROL = (CancelFitException, CancelEpochException, CancelTrainExceptio
                    CancelBatchException, CancelStepException, CancelBackwardException)  # fastai's control flow: not a refusal
 _conversions = itertools.count()  # the order in which callbacks converted a model: undone in reverse
 
+def _fingerprint(t:Tensor)->float: return t.detach().double().abs().sum().item() + t.detach().double().sum().item()
+
 def _names_by_id(model:nn.Module)->dict:
     return {id(t): n for n, t in itertools.chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))}
 
 class LoadUnconverted:
     "`load_state_dict` hooks: a state dict of the model before its conversion loads into member 0; the added members keep their weights"
-    def __init__(self, renames:dict, added:set): self.renames,self.added,self.absent = renames,added,None  # converted name -> name before; names of added members
+    def __init__(self, renames:dict, added:dict): self.renames,self.added,self.absent,self.loaded = renames,added,None,False  # converted name -> name before; added members' names -> fingerprints at the conversion
     def pre(self, module, state_dict, prefix, *args):
         moved = [new for new, old in self.renames.items() if prefix+old in state_dict and prefix+new not in state_dict]
-        if not moved: self.absent = None; return
+        if not moved:  # a converted model's checkpoint: members trained since the conversion are not restarted by 'auto' (`lr_find` puts back the same)
+            self.absent = None
+            self.loaded = self.loaded or any(_fingerprint(state_dict[prefix+k]) != f for k, f in self.added.items() if prefix+k in state_dict)
+            return
         # what the checkpoint lacks: the added members, and (a conversion of a converted model) the earlier one's additions
         self.absent = {prefix+k for k in self.added} | {prefix+new for new, old in self.renames.items() if prefix+old not in state_dict and prefix+new not in state_dict}
         for new in moved: state_dict[prefix+new] = state_dict.pop(prefix+self.renames[new])
@@ -242,7 +266,7 @@ class ConvertingCallback(Callback):
     "Base of the callbacks that convert `learn.model`: at `after_create` or `before_fit`, undone if refused, 'auto' members decided on the first fit, one warning"
     _warned,_to_check = False,False  # the measured-loss warning: given once, looked for on a first training batch
     _init_pending = False  # `member_init='auto'` not decided yet (set by a conversion)
-    _undo,_converted,_load_hooks = None,-1,()  # puts the model back as it was, kept until the first training step; when it converted; `LoadUnconverted`'s ids
+    _undo,_converted,_load_hook,_load_hooks = None,-1,None,()  # puts the model back as it was, kept until the first training step; when it converted; `LoadUnconverted` and its ids
     pretrained_init = 'copy'  # what `member_init='auto'` gives when the first fit starts on weights that `looks_pretrained`
     member_init,init_arg = 'fresh','member_init'  # subclasses: how the new members start ('auto', 'fresh', 'copy' or σ); the argument that sets it
 
@@ -267,7 +291,8 @@ class ConvertingCallback(Callback):
             self._convert(); recreate_opt(self.learn)
         if self._init_pending and not in_lr_find(self.learn):
             self._init_pending = False
-            self.start_members(resolve_member_init('auto', self.learn.model, self.pretrained_init, type(self).__name__, self.init_arg))
+            if not getattr(self._load_hook, 'loaded', False):  # members loaded from a converted checkpoint stay as they are
+                self.start_members(resolve_member_init('auto', self.learn.model, self.pretrained_init, type(self).__name__, self.init_arg))
     def before_train(self):
         getattr(super(), 'before_train', noop)()
         self._to_check = not (self._warned or in_lr_find(self.learn))
@@ -301,8 +326,8 @@ class ConvertingCallback(Callback):
         renames = {n: before[i] for i, n in _names_by_id(model).items() if i in before and before[i] != n}
         if not renames: return
         # `learn.load` of a checkpoint saved before the conversion (a plain model's) loads into member 0
-        hook = LoadUnconverted(renames, {k for k in model.state_dict() if k not in renames and k not in before.values()})
-        self._load_hooks = (model.register_load_state_dict_pre_hook(hook.pre).id, model.register_load_state_dict_post_hook(hook.post).id)
+        self._load_hook = LoadUnconverted(renames, {k: _fingerprint(t) for k, t in model.state_dict().items() if k not in renames and k not in before.values()})
+        self._load_hooks = (model.register_load_state_dict_pre_hook(self._load_hook.pre).id, model.register_load_state_dict_post_hook(self._load_hook.post).id)
 
 # %% ../nbs/00a_surgery.ipynb #4785b067
 def train_pass(dls:DataLoaders)->DataLoader:

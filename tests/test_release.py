@@ -14,11 +14,11 @@ def test_citation_names_the_package_and_the_papers():
     cff = yaml.safe_load((ROOT/'CITATION.cff').read_text())
     assert cff['cff-version'] and str(cff['version']) == mixmo_fastai.__version__
     titles = ' '.join(r['title'] for r in cff['references'])
-    for paper in ('MixMo', 'independent subnetworks', 'Manifold Mixup', 'PatchUp', 'Neural Network Subspaces'):
+    for paper in ('MixMo', 'independent subnetworks', 'Manifold Mixup', 'PatchUp', 'Neural Network Subspaces', 'Packed-Ensembles'):
         assert paper in titles, paper
     readme = (ROOT/'README.md').read_text()
     assert all(k in readme for k in ('@software{mixmo_fastai', 'rame2021mixmo', 'havasi2021mimo', 'verma2019manifold',
-                                     'faramarzi2022patchup', 'wortsman2021subspaces', f"version = {{{mixmo_fastai.__version__}}}"))
+                                     'faramarzi2022patchup', 'wortsman2021subspaces', 'laurent2023packed', f"version = {{{mixmo_fastai.__version__}}}"))
 
 def test_changelog_starts_with_this_version():
     log = (ROOT/'CHANGELOG.md').read_text()
