@@ -221,7 +221,7 @@ def temperature_report(
     return dict(temperature=t, **{f'{k}_before': before[k] for k in ('nll', 'ece', 'brier')},
                 **{f'{k}_after': after[k] for k in ('nll', 'ece', 'brier')})
 
-# %% ../nbs/40_metrics.ipynb #b43820f2
+# %% ../nbs/40_metrics.ipynb #493285c0
 class TemperatureScaling(Callback):
     "Divide the logits by `temperature` in evaluation (`get_preds`, `validate`, `predict`), never in training"
     order = 80  # after the ensemble callbacks' after_pred (the ensemble's logits), before `get_member_preds` reads them (90); members' logits stay as they are
