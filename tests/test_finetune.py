@@ -219,3 +219,18 @@ def test_learn_load_of_a_plain_checkpoint_before_fit(trained_weights, name, tmp_
     if name in _MIXMO:
         for w in ws[1:]: test_close(w, pre)
     learn.save('converted'); learn.load('converted')  # the converted learner's own checkpoints load as before
+
+def test_calibrate_after_fine_tune_survives_export(weights, tmp_path):
+    "The recommended fine-tuning path: plain fine_tune, then `calibrate` on held-out data; the temperature is exported with the learner"
+    learn = _learner(weights, None)
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(1, 1e-3)
+    held_out = subset_dls(192, 64, bs=32, size=16, channels=3).train.new(shuffle=False, drop_last=False)
+    logits, _, targs = get_member_preds(learn, held_out)
+    t = calibrate(learn, held_out)
+    test_close(t, fit_temperature(logits, targs), eps=1e-3)
+    probs, _ = learn.get_preds()
+    raw, _, _ = get_member_preds(learn.remove_cb(TemperatureScaling))
+    test_close(probs, (raw / t).softmax(-1), eps=1e-5)  # get_preds' probabilities come from the scaled logits
+    learn.add_cb(TemperatureScaling(t)); learn.export(tmp_path/'cal.pkl')
+    loaded = load_learner(tmp_path/'cal.pkl')
+    with loaded.no_bar(): test_close(loaded.get_preds(dl=learn.dls.valid)[0], probs, eps=1e-5)
