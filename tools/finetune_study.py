@@ -317,7 +317,7 @@ def detect():
     fresh = base_model('digits_net', len(PRETRAIN))
     rows.append(["digits_net(32) pretrained on six Fashion-MNIST classes (this study's, 5 epochs)", 'BatchNorm statistics', say(looks_pretrained(fresh)),
                  spectra(fresh), 'pretrained', say(looks_pretrained(net)), spectra(net), '', ])
-    with torch.no_grad(): acc6 = Learner(fashion_mnist_dls(bs=256, n_per_class=5, classes=PRETRAIN), net, metrics=accuracy).validate()[1]
+    with torch.no_grad(): acc6 = Learner(fashion_mnist_dls(bs=256, classes=PRETRAIN), net, metrics=accuracy).validate()[1]  # the pretraining's data: its normalisation
     rows[-1][-1] = f"{acc6:.3f} (its 6,000 test photos)"
     with open(RESULTS/'pretrained_detector.csv', 'w', newline='') as f: _csv.writer(f).writerows(rows)
     (RESULTS/'pretrained_detector.json').write_text(json.dumps(dict(
